@@ -1,0 +1,54 @@
+# SecureChat developer tasks. Run `make` (or `make help`) to list them.
+#
+# Every target that needs the project installed depends on the stamp file
+# .venv/.installed, which is rebuilt whenever pyproject.toml changes.
+
+PYTHON      ?= python3
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+ARGS        ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install demo serve migrate test lint fmt clean
+
+help: ## Show this help
+	@echo "SecureChat make targets:"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
+	@echo ""
+	@echo "Variables: PYTHON=$(PYTHON)  ARGS='...' (demo/serve/migrate)  PYTEST_ARGS='...' (test)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || { echo ">> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo ">> installing project into $(VENV) (editable, with [test] extra)"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the project (editable, with test extras)
+
+demo: $(STAMP) ## Run the demo (pass extra options with ARGS=...)
+	$(BIN)/securechat demo $(ARGS)
+
+serve: $(STAMP) ## Run the server (pass extra options with ARGS=...)
+	$(BIN)/securechat serve $(ARGS)
+
+migrate: $(STAMP) ## Apply database migrations (pass extra options with ARGS=...)
+	$(BIN)/securechat migrate $(ARGS)
+
+test: $(STAMP) ## Lint, then run the test suite (pass options with PYTEST_ARGS=...)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint with ruff
+	$(BIN)/ruff check .
+
+fmt: $(STAMP) ## Apply ruff's automatic lint fixes
+	$(BIN)/ruff check --fix .
+
+clean: ## Remove .venv, data/, build output and caches
+	rm -rf $(VENV) data build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

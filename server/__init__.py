@@ -1,0 +1,1 @@
+"""SecureChat: clinic staff and patients in one thread that mixes SMS and Secure Chat."""

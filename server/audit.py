@@ -1,0 +1,146 @@
+"""The append-only, hash-chained audit log.
+
+Each account has its own chain (``stream`` = account id; ``"system"`` for events outside
+any account, such as a failed login for an unknown email). Entry *n* stores
+``entry_hash = SHA-256(prev_hash || canonical_json(entry))`` and the ``prev_hash`` of
+entry *n-1*; ``seq`` counts 1, 2, 3... per stream under a row-locked head, so an edited,
+deleted or inserted row breaks the chain at a place :func:`verify` names.
+
+Entries hold ids, actions and outcomes only: never PHI, tokens or passwords. The append
+runs inside the caller's transaction, so an action and its audit entry commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.clock import Clock, rfc3339
+from server.store import audit_log
+from server.store.audit_log import GENESIS_HASH
+
+SYSTEM_STREAM = "system"
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who did it, and from where. ``kind`` is staff, patient, system or anonymous."""
+
+    kind: str
+    id: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM = Actor("system")
+
+
+class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
+    stream: str
+    seq: int
+    ts: str
+    actor_kind: str
+    actor_id: str | None
+    action: str
+    object_type: str | None
+    object_id: str | None
+    outcome: str
+    ip: str | None
+    request_id: str | None
+    details: str  # canonical JSON of a flat map of ids and counts
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def entry_hash(prev_hash: str, entry: AuditEntry) -> str:
+    """The chain link: SHA-256 over the previous hash and the entry's canonical JSON."""
+    return hashlib.sha256(prev_hash.encode() + _encoder.encode(entry)).hexdigest()
+
+
+async def append(
+    conn: AsyncConnection,
+    clock: Clock,
+    *,
+    stream: str,
+    actor: Actor,
+    action: str,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    outcome: str = "ok",
+    details: Mapping[str, str | int | bool | None] | None = None,
+) -> AuditEntry:
+    """Append one entry to ``stream`` inside the caller's write transaction."""
+    seq, prev_hash = await audit_log.lock_head(conn, stream)
+    entry = AuditEntry(
+        stream=stream, seq=seq + 1, ts=rfc3339(clock.now()), actor_kind=actor.kind,
+        actor_id=actor.id, action=action, object_type=object_type, object_id=object_id,
+        outcome=outcome, ip=actor.ip, request_id=actor.request_id,
+        details=_encoder.encode(dict(details or {})).decode(),
+    )
+    digest = entry_hash(prev_hash, entry)
+    await audit_log.insert(conn, msgspec.structs.asdict(entry), prev_hash, digest)
+    return entry
+
+
+class ChainBreak(msgspec.Struct, frozen=True):
+    """The first place a stream's chain does not hold."""
+
+    stream: str
+    seq: int
+    entry_id: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"entry id {self.entry_id}" if self.entry_id is not None else "end of stream"
+        return f"audit chain broken in stream {self.stream} at seq {self.seq} ({where}): " \
+               f"{self.reason}"
+
+
+class ChainVerifier:
+    """Checks one stream's rows, fed in seq order, without holding them all in memory."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.expected_seq = 1
+        self.prev = GENESIS_HASH
+
+    def feed(self, row: Mapping) -> ChainBreak | None:
+        """Check the next row; returns the break it shows, or None."""
+        entry = AuditEntry(**{name: row[name] for name in AuditEntry.__struct_fields__})
+        if entry.seq != self.expected_seq:
+            return self._break(row, f"expected seq {self.expected_seq}, found {entry.seq} "
+                                    "(an entry is missing or was inserted)")
+        if row["prev_hash"] != self.prev:
+            return self._break(row, "prev_hash does not match the entry before")
+        digest = entry_hash(self.prev, entry)
+        if row["entry_hash"] != digest:
+            return self._break(row, "the entry was altered")
+        self.expected_seq, self.prev = self.expected_seq + 1, digest
+        return None
+
+    def finish(self, head: tuple[int, str] | None) -> ChainBreak | None:
+        """Check the end of the stream against its head (catches a truncated tail)."""
+        if head is not None and tuple(head) != (self.expected_seq - 1, self.prev):
+            return ChainBreak(self.stream, self.expected_seq, None,
+                              f"the head records seq {head[0]} but the log ends at "
+                              f"seq {self.expected_seq - 1}")
+        return None
+
+    def _break(self, row: Mapping, reason: str) -> ChainBreak:
+        return ChainBreak(self.stream, self.expected_seq, row["id"], reason)
+
+
+async def verify(conn: AsyncConnection) -> AsyncIterator[ChainBreak | str]:
+    """Verify every stream; yields each stream's name when it holds, or its first break."""
+    heads = await audit_log.heads(conn)
+    for stream in sorted(set(heads) | set(await audit_log.streams(conn))):
+        checker = ChainVerifier(stream)
+        broken = None
+        async for row in audit_log.stream_rows(conn, stream):
+            if (broken := checker.feed(row)) is not None:
+                break
+        broken = broken or checker.finish(heads.get(stream))
+        yield broken if broken is not None else stream

@@ -1,0 +1,189 @@
+"""Staff sign-in and server-side sessions.
+
+* A session id is 256 bits from ``secrets``; the store keeps only its SHA-256, so a
+  leaked table opens nothing. A new id is issued at every sign-in (no fixation).
+* A session ends after ``session_idle_seconds`` without user activity or
+  ``session_absolute_seconds`` after sign-in, whichever comes first. Activity is
+  recorded at most once per :data:`TOUCH_EVERY` to spare a write per request; requests
+  that are not the user's doing (WebSocket pings, background polling) do not count.
+* Five failed sign-ins for one email lock it for 15 minutes (configurable), whether the
+  email exists or not, so the answer never tells which emails exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+import msgspec
+
+from server import audit
+from server.audit import Actor
+from server.clock import Clock
+from server.crypto import MasterKey
+from server.errors import AppError, ErrorCode
+from server.passwords import PasswordHashing
+from server.settings import Settings
+from server.store import accounts as account_store
+from server.store import sessions as session_store
+from server.store.db import Database
+
+# Activity is written at most this often; idle expiry is exact to within this much.
+TOUCH_EVERY = timedelta(seconds=30)
+WRONG_LOGIN = "wrong email or password"
+
+
+class StaffPrincipal(msgspec.Struct, frozen=True):
+    """The signed-in staff member behind a request or socket."""
+
+    session_id: str
+    staff_id: str
+    account_id: str
+    role: str
+    name: str
+    email: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def actor(self, ip: str | None = None, request_id: str | None = None) -> Actor:
+        return Actor("staff", self.staff_id, ip, request_id)
+
+
+def new_session_token() -> tuple[str, str]:
+    """A fresh cookie value and the id the store keeps for it."""
+    token = secrets.token_urlsafe(32)
+    return token, session_id(token)
+
+
+def session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class StaffAuth:
+    def __init__(self, db: Database, clock: Clock, settings: Settings,
+                 hashing: PasswordHashing, master: MasterKey) -> None:
+        self._db = db
+        self._clock = clock
+        self._settings = settings
+        self._hashing = hashing
+        self._master = master
+
+    async def login(self, email: str, password: str, actor: Actor
+                    ) -> tuple[str, StaffPrincipal]:
+        """Check the password and open a session; returns (cookie token, principal).
+
+        Raises:
+            AppError: ``unauthenticated`` for a wrong email or password (the same answer
+                for both), ``rate_limited`` while the email is locked.
+        """
+        email = normalise_email(email)
+        key = self._master.blind_index("login", "-", email)
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            throttle = await session_store.throttle(conn, key)
+            member = await account_store.staff_by_email(conn, email)
+        locked = throttle is not None and throttle["locked_until"] is not None
+        if locked and throttle["locked_until"] > now:
+            await self._audit_failure(member, actor, "locked")
+            retry_ms = int((throttle["locked_until"] - now).total_seconds() * 1000)
+            raise AppError(ErrorCode.RATE_LIMITED,
+                           "too many failed sign-ins; try again later", retry_after_ms=retry_ms)
+        stored = member["password_hash"] if member is not None else None
+        good = await self._hashing.verify(stored, password)
+        if not good or member is None or not member["active"]:
+            await self._record_failure(key, member, actor, reset=locked)
+            raise AppError(ErrorCode.UNAUTHENTICATED, WRONG_LOGIN)
+        return await self._open_session(key, member, password, actor)
+
+    async def _record_failure(self, key: str, member, actor: Actor,
+                              reset: bool) -> None:
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            if reset:  # the previous lock has run out: count afresh
+                await session_store.clear_throttle(conn, key)
+            failures = await session_store.record_failure(conn, key, now)
+            if failures >= self._settings.login_max_failures:
+                await session_store.lock(
+                    conn, key, now + timedelta(seconds=self._settings.login_lock_seconds))
+            reason = "unknown_email" if member is None else (
+                "inactive" if not member["active"] else "wrong_password")
+            await audit.append(
+                conn, self._clock, stream=_stream(member), actor=actor, action="auth.login",
+                object_type="staff", object_id=member["id"] if member else None,
+                outcome="denied", details={"reason": reason, "failures": failures})
+
+    async def _audit_failure(self, member, actor: Actor, reason: str) -> None:
+        async with self._db.write() as conn:
+            await audit.append(
+                conn, self._clock, stream=_stream(member), actor=actor, action="auth.login",
+                object_type="staff", object_id=member["id"] if member else None,
+                outcome="denied", details={"reason": reason})
+
+    async def _open_session(self, key: str, member, password: str,
+                            actor: Actor) -> tuple[str, StaffPrincipal]:
+        new_hash = None
+        if self._hashing.needs_rehash(member["password_hash"]):
+            new_hash = await self._hashing.hash(password)
+        token, sid = new_session_token()
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await session_store.clear_throttle(conn, key)
+            if new_hash is not None:
+                await account_store.set_password_hash(conn, member["id"], new_hash)
+            await session_store.insert_session(
+                conn, id=sid, kind="staff", account_id=member["account_id"],
+                staff_id=member["id"], created_at=now, last_seen_at=now,
+                expires_at=now + timedelta(seconds=self._settings.session_absolute_seconds))
+            await audit.append(
+                conn, self._clock, stream=member["account_id"],
+                actor=Actor("staff", member["id"], actor.ip, actor.request_id),
+                action="auth.login", object_type="staff", object_id=member["id"],
+                details={"rehashed": new_hash is not None})
+        principal = StaffPrincipal(sid, member["id"], member["account_id"], member["role"],
+                                   member["name"], member["email"])
+        return token, principal
+
+    async def authenticate(self, token: str | None, *, activity: bool = True
+                           ) -> StaffPrincipal:
+        """The principal behind a session cookie.
+
+        Args:
+            token: the cookie value.
+            activity: whether this request is the user's doing and extends the idle limit.
+
+        Raises:
+            AppError(unauthenticated): no such session, or it ended or expired.
+        """
+        if not token:
+            raise AppError(ErrorCode.UNAUTHENTICATED, "sign in first")
+        sid = session_id(token)
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            row = await session_store.staff_session(conn, sid)
+        idle = timedelta(seconds=self._settings.session_idle_seconds)
+        if (row is None or row["ended_at"] is not None or not row["active"]
+                or now >= row["expires_at"] or now - row["last_seen_at"] >= idle):
+            raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; sign in again")
+        if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
+            async with self._db.write() as conn:
+                await session_store.touch(conn, sid, now)
+        return StaffPrincipal(sid, row["staff_id"], row["account_id"], row["role"],
+                              row["name"], row["email"])
+
+    async def logout(self, principal: StaffPrincipal, actor: Actor) -> None:
+        async with self._db.write() as conn:
+            await session_store.end_session(conn, principal.session_id, self._clock.now())
+            await audit.append(conn, self._clock, stream=principal.account_id, actor=actor,
+                               action="auth.logout", object_type="staff",
+                               object_id=principal.staff_id)
+
+
+def _stream(member) -> str:
+    return member["account_id"] if member is not None else audit.SYSTEM_STREAM

@@ -1,0 +1,248 @@
+"""The ``securechat`` command: the only place that starts processes.
+
+Commands and their contract are in ``docs/protocol.md`` (Command line). Configuration
+errors print one line naming the variable and exit 2; ``audit verify`` exits 1 on a
+broken chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import secrets
+import sys
+from collections.abc import Sequence
+
+from server import audit, logs
+from server.crypto import CryptoError, load_master_key
+from server.errors import AppError
+from server.protocol import CreatePatientRequest
+from server.services.container import Services, build_services
+from server.settings import Settings, SettingsError, env_has, from_env
+from server.store import migrate
+from server.store.db import Database
+
+DEMO_ACCOUNT = "Demo Clinic"
+DEMO_ADMIN = "admin@demo.clinic"
+DEMO_MASTER_KEY_FILE = "./data/master.key"
+DEMO_PATIENTS = (
+    ("Alex Rivera", "+1 (415) 555-0134", "1984-03-12"),
+    ("Sam Chen", "+1 (415) 555-0178", "1991-11-02"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (SettingsError, CryptoError, migrate.SchemaOutOfDate) as exc:
+        print(f"securechat: error: {exc}", file=sys.stderr)
+        return 2
+    except AppError as exc:
+        print(f"securechat: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="securechat", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="command")
+
+    for name, run, text in (("demo", _demo, "run a seeded demo on embedded defaults"),
+                            ("serve", _serve, "run a production node, configured by env")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--host", default="127.0.0.1")
+        command.add_argument("--port", type=int, default=8000)
+        command.set_defaults(run=run)
+
+    commands.add_parser("migrate", help="bring the schema up to date").set_defaults(
+        run=_migrate)
+
+    admin = commands.add_parser("create-admin", help="create an account's admin")
+    admin.add_argument("--account", required=True, help="account name (created if new)")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default=None, help="display name (default: the email)")
+    admin.add_argument("--sms-number", default=None, help="the account's SMS number")
+    admin.set_defaults(run=_create_admin)
+
+    commands.add_parser("rotate-key", help="give every account a new data key").set_defaults(
+        run=_rotate_key)
+
+    audit_cmd = commands.add_parser("audit", help="audit log tools")
+    audit_sub = audit_cmd.add_subparsers(required=True, metavar="action")
+    audit_sub.add_parser("verify", help="check every hash chain").set_defaults(
+        run=_audit_verify)
+    return parser
+
+
+# --- serving ---------------------------------------------------------------------------
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = from_env()
+    master = load_master_key(settings.master_key, settings.master_key_file, create=False)
+    asyncio.run(_check_schema(settings))
+    _run_server(settings, master, args.host, args.port)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {"demo": True}
+    env_settings = from_env()
+    if env_settings.master_key is None and env_settings.master_key_file is None:
+        overrides["master_key_file"] = DEMO_MASTER_KEY_FILE
+    if not env_has("public_url"):
+        overrides["public_url"] = f"http://{_url_host(args.host)}:{args.port}"
+    settings = from_env(**overrides)
+    master = load_master_key(settings.master_key, settings.master_key_file, create=True)
+    migrate.upgrade(settings.database_url)
+    password = asyncio.run(_seed_demo(settings, master))
+    base = settings.public_url
+    print(f"""
+SecureChat demo
+  API:       {base}/api   (health: {base}/healthz)
+  Sign in:   {DEMO_ADMIN}
+  Password:  {password}
+  Try it:    curl -si -c /tmp/sc.cookies -H 'content-type: application/json' \\
+               -d '{{"email":"{DEMO_ADMIN}","password":"{password}"}}' {base}/api/auth/login
+  Data:      {settings.database_url} (demo only; key in {settings.master_key_file})
+""", flush=True)
+    _run_server(settings, master, args.host, args.port)
+    return 0
+
+
+async def _seed_demo(settings: Settings, master: bytes) -> str:
+    """Create the demo clinic, its admin and two patients once; give the admin a fresh
+    password on every start (it is printed, never stored in plain text)."""
+    services = build_services(settings, master)
+    password = secrets.token_urlsafe(15)
+    try:
+        account_id, created = await services.accounts.ensure_account(
+            DEMO_ACCOUNT, portal_active=True)
+        if created:
+            await services.accounts.create_staff(account_id, email=DEMO_ADMIN,
+                                                 name="Demo Admin", role="admin",
+                                                 password=password)
+            for name, phone, born in DEMO_PATIENTS:
+                await services.patients.create(
+                    account_id, CreatePatientRequest(name, phone, born), audit.SYSTEM)
+        else:
+            await services.accounts.reset_password(DEMO_ADMIN, password)
+    finally:
+        await services.db.close()
+    return password
+
+
+async def _check_schema(settings: Settings) -> None:
+    db = Database(settings.database_url)
+    try:
+        await migrate.check_current(db)
+    finally:
+        await db.close()
+
+
+def _run_server(settings: Settings, master: bytes, host: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    logs.configure(settings.log_level)
+    config = uvicorn.Config(
+        create_app(settings, master), host=host, port=port, lifespan="on",
+        log_config=None, access_log=False,
+        # Compression off (it costs 25-100 KB per socket and opens CRIME-style attacks);
+        # frames over 64 KiB close with 1009 (the protocol's limit).
+        ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=64 * 1024,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
+
+
+# --- administration --------------------------------------------------------------------
+
+def _migrate(args: argparse.Namespace) -> int:
+    settings = from_env()
+    migrate.upgrade(settings.database_url)
+    print(f"schema is at revision {migrate.head_revision()}")
+    return 0
+
+
+def _create_admin(args: argparse.Namespace) -> int:
+    settings = from_env()
+    master = load_master_key(settings.master_key, settings.master_key_file, create=False)
+    password = _read_password()
+
+    async def run(services: Services) -> str:
+        account_id, _ = await services.accounts.ensure_account(
+            args.account, sms_number=args.sms_number)
+        await services.accounts.create_staff(account_id, email=args.email,
+                                             name=args.name or args.email, role="admin",
+                                             password=password)
+        return account_id
+
+    print(_with_services(settings, master, run))
+    return 0
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise SettingsError("the two passwords differ")
+    return first
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    settings = from_env()
+    master = load_master_key(settings.master_key, settings.master_key_file, create=False)
+    rotated = _with_services(settings, master, lambda s: s.accounts.rotate_keys())
+    for account_id, key_id in rotated.items():
+        print(f"account {account_id}: data key {key_id} is now active")
+    print(f"rotated {len(rotated)} account(s); old keys still decrypt what they sealed")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    settings = from_env()
+
+    async def run() -> int:
+        db = Database(settings.database_url)
+        failures = 0
+        try:
+            async with db.read() as conn:
+                async for result in audit.verify(conn):
+                    if isinstance(result, audit.ChainBreak):
+                        failures += 1
+                        print(f"FAIL {result}")
+                    else:
+                        print(f"ok   stream {result}")
+        finally:
+            await db.close()
+        return failures
+
+    failures = asyncio.run(run())
+    print("audit log verified" if not failures else f"{failures} broken chain(s)")
+    return 1 if failures else 0
+
+
+def _with_services(settings: Settings, master: bytes, work):
+    async def run():
+        services = build_services(settings, master)
+        try:
+            return await work(services)
+        finally:
+            await services.db.close()
+
+    return asyncio.run(run())
+
+
+def _url_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+

@@ -1,0 +1,112 @@
+"""The wire schema: every JSON body and frame as a msgspec struct (pure).
+
+Names follow ``../shared/spec/protocol.md`` and ``docs/protocol.md``. Inbound structs
+forbid unknown fields, so a typo is an error instead of a silent default; new outbound
+fields always get defaults, so old clients keep working. Decoders are built once here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+# Bodies are bounded so one message cannot exhaust memory or a screen (10,000 chars;
+# an SMS is 1,600 at most, a clinical note rarely more than a few thousand).
+MAX_BODY_CHARS = 10_000
+ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Body = Annotated[str, Meta(min_length=1, max_length=MAX_BODY_CHARS)]
+Id = Annotated[str, Meta(min_length=1, max_length=64)]
+
+Direction = Literal["outbound", "inbound"]
+Channel = Literal["sms", "secure"]
+
+
+class Inbound(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Base of everything a client sends: unknown fields are refused."""
+
+
+# --- HTTP request bodies ----------------------------------------------------------------
+
+class LoginRequest(Inbound):
+    email: Annotated[str, Meta(min_length=3, max_length=320)]
+    # Capped before any hashing (passwords.MAX_PASSWORD_BYTES is the byte limit).
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
+
+
+class CreatePatientRequest(Inbound):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    phone: Annotated[str, Meta(min_length=3, max_length=32)]
+    date_of_birth: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+class SendRequest(Inbound):
+    client_msg_id: ClientMsgId
+    body: Body
+    secure: bool = False
+
+
+class SettingsUpdate(Inbound):
+    portal_active: bool | UnsetType = UNSET
+    clinic_name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    sms_number: str | UnsetType | None = UNSET
+    secure_link_ttl_hours: Annotated[int, Meta(ge=1, le=720)] | UnsetType = UNSET
+
+
+# --- what the server sends --------------------------------------------------------------
+
+class Sender(msgspec.Struct, frozen=True):
+    kind: Literal["staff", "patient", "system"]
+    id: str
+    name: str
+
+
+class Message(msgspec.Struct, frozen=True, tag="message", tag_field="type", kw_only=True):
+    """One message of a thread: the ``message`` frame, and each item of a history page."""
+
+    conversation_id: str
+    id: str
+    seq: int
+    client_msg_id: str
+    direction: Direction
+    channel: Channel
+    sender: Sender
+    body: str
+    created_at: str
+    status: str
+
+
+class Ack(msgspec.Struct, frozen=True, tag="ack", tag_field="type", kw_only=True):
+    """The message is durably stored (the answer to ``send``)."""
+
+    client_msg_id: str
+    message_id: str
+    seq: int
+    ref: str | None = None
+
+
+class HistoryPage(msgspec.Struct, frozen=True):
+    messages: list[Message]
+    has_more: bool
+
+
+class PatientSummary(msgspec.Struct, frozen=True):
+    id: str
+    display_name: str
+    masked_phone: str
+
+
+class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    patient: PatientSummary
+    last_activity_at: str
+    last_seq: int
+    unread: int
+
+
+class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
+    portal_active: bool
+    clinic_name: str
+    sms_number: str | None
+    secure_link_ttl_hours: int

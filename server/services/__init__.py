@@ -1,0 +1,1 @@
+"""The logic: no HTTP, no SQL text. Routes call services; services call the store."""

@@ -1,0 +1,51 @@
+"""Everything a node builds once at start-up, handed to the routes (composition result)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.auth import StaffAuth
+from server.clock import Clock
+from server.metrics import Metrics
+from server.passwords import PasswordHashing
+from server.services.accounts import Accounts
+from server.services.keys import KeyRing
+from server.services.messaging import Messaging
+from server.services.patients import Patients
+from server.settings import Settings
+from server.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    db: Database
+    metrics: Metrics
+    keyring: KeyRing
+    hashing: PasswordHashing
+    auth: StaffAuth
+    accounts: Accounts
+    patients: Patients
+    messaging: Messaging
+
+
+def build_services(settings: Settings, master_key: bytes, clock: Clock | None = None,
+                   metrics: Metrics | None = None) -> Services:
+    """Wire the node's parts; the caller owns closing ``services.db``."""
+    from server.clock import SystemClock
+    from server.crypto import MasterKey
+
+    clock = clock or SystemClock()
+    master = MasterKey(master_key)
+    db = Database(settings.database_url)
+    keyring = KeyRing(master, clock, settings.key_refresh_seconds)
+    hashing = PasswordHashing(settings.password_hash_concurrency,
+                              settings.password_hash_queue)
+    return Services(
+        settings=settings, clock=clock, db=db, metrics=metrics or Metrics(), keyring=keyring,
+        hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master),
+        accounts=Accounts(db, keyring, clock, hashing, settings.default_region),
+        patients=Patients(db, keyring, clock, settings.default_region),
+        messaging=Messaging(db, keyring, clock),
+    )

@@ -1,0 +1,167 @@
+"""Sending and reading messages: the one path every channel goes through.
+
+``send`` stores a message with the next per-conversation ``seq`` in one transaction
+together with its audit entry, and only then returns: an acknowledgement always means
+the message is durable (persist, then publish). Resending a ``client_msg_id`` returns the
+original message and creates nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+from sqlalchemy.exc import IntegrityError
+
+from server import audit, crypto
+from server.audit import Actor
+from server.clock import Clock, rfc3339
+from server.errors import AppError, ErrorCode, invalid, not_found
+from server.protocol import HistoryPage, Message, Sender, SendRequest
+from server.services.keys import KeyRing
+from server.store import accounts as account_store
+from server.store import messages as message_store
+from server.store import patients as patient_store
+from server.store.db import Database
+
+MAX_HISTORY_PAGE = 200
+
+
+class SendResult(msgspec.Struct, frozen=True):
+    message: Message
+    duplicate: bool  # True when the client_msg_id was already stored
+
+
+class Messaging:
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+
+    async def send(self, account_id: str, sender: Sender, conversation_id: str,
+                   request: SendRequest, actor: Actor) -> SendResult:
+        """Store one message durably and return it.
+
+        Staff messages go out (``secure`` picks Secure Chat or SMS); a patient's are
+        always secure and inbound.
+
+        Raises:
+            AppError: ``not_found`` (no such conversation in this account),
+                ``portal_inactive`` (secure while the portal is off), ``conflict`` (the
+                ``client_msg_id`` was used by another sender).
+        """
+        body = request.body
+        if not body.strip():
+            raise invalid("body: must not be blank")
+        if sender.kind == "staff":
+            direction, channel = "outbound", "secure" if request.secure else "sms"
+        else:
+            direction, channel = "inbound", "secure"
+        # SMS waits in the queue for the SMS bridge; Secure Chat is delivered by the hub.
+        status = "queued" if channel == "sms" else "sent"
+        message_id = str(uuid.uuid4())
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                if channel == "secure" and sender.kind == "staff":
+                    account = await account_store.account(conn, account_id)
+                    if account is None or not account["portal_active"]:
+                        raise AppError(ErrorCode.PORTAL_INACTIVE,
+                                       "Secure Chat needs the patient portal, which is off")
+                seq = await message_store.next_seq(conn, account_id, conversation_id, now)
+                if seq is None:
+                    raise not_found("conversation")
+                context = crypto.message_body_context(
+                    account_id, conversation_id, message_id, f"{sender.kind}:{sender.id}")
+                await message_store.insert_message(
+                    conn, id=message_id, account_id=account_id,
+                    conversation_id=conversation_id, seq=seq,
+                    client_msg_id=request.client_msg_id, direction=direction,
+                    channel=channel, sender_kind=sender.kind, sender_id=sender.id,
+                    body_enc=await self._keyring.seal(conn, account_id, body, context),
+                    status=status, created_at=now)
+                await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                                   action="message.sent", object_type="message",
+                                   object_id=message_id,
+                                   details={"conversation_id": conversation_id, "seq": seq,
+                                            "channel": channel})
+        except IntegrityError as exc:
+            return await self._original(account_id, sender, conversation_id, request, exc)
+        message = Message(conversation_id=conversation_id, id=message_id, seq=seq,
+                          client_msg_id=request.client_msg_id, direction=direction,
+                          channel=channel, sender=sender, body=body,
+                          created_at=rfc3339(now), status=status)
+        return SendResult(message, duplicate=False)
+
+    async def _original(self, account_id: str, sender: Sender, conversation_id: str,
+                        request: SendRequest, error: IntegrityError) -> SendResult:
+        """The message a resent ``client_msg_id`` already created (re-raises ``error``
+        when the conflict was something else)."""
+        async with self._db.read() as conn:
+            row = await message_store.by_client_msg_id(conn, conversation_id,
+                                                       request.client_msg_id)
+            if row is None or row["account_id"] != account_id:
+                raise
+            if (row["sender_kind"], row["sender_id"]) != (sender.kind, sender.id):
+                raise AppError(ErrorCode.CONFLICT,
+                               "client_msg_id: already used for another message")
+            body = await self._open_body(conn, row)
+        return SendResult(_message(row, sender, body), duplicate=True)
+
+    async def history(self, account_id: str, conversation_id: str, *,
+                      before_seq: int | None, limit: int, actor: Actor) -> HistoryPage:
+        """A page of messages, oldest first, ending before ``before_seq`` (or at the end).
+
+        Every read is audited; when the audit entry cannot be written, nothing is
+        returned (fail closed).
+        """
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise invalid(f"limit: must be between 1 and {MAX_HISTORY_PAGE}")
+        if before_seq is not None and before_seq < 1:
+            raise invalid("before_seq: must be at least 1")
+        async with self._db.read() as conn:
+            convo = await patient_store.conversation(conn, account_id, conversation_id)
+            if convo is None:
+                raise not_found("conversation")
+            rows = await message_store.page(conn, conversation_id, before_seq=before_seq,
+                                            limit=limit + 1)
+            patient_name = await self._keyring.open(
+                conn, account_id, convo["name_enc"],
+                crypto.patient_field_context(account_id, convo["patient_id"], "name"))
+            page = []
+            for row in reversed(rows[:limit]):
+                name = row["staff_name"] if row["sender_kind"] == "staff" else patient_name
+                sender = Sender(row["sender_kind"], row["sender_id"], name or "")
+                page.append(_message(row, sender, await self._open_body(conn, row)))
+        async with self._db.write() as conn:
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="conversation.history_read",
+                               object_type="conversation", object_id=conversation_id,
+                               details={"count": len(page), "before_seq": before_seq})
+        return HistoryPage(messages=page, has_more=len(rows) > limit)
+
+    async def _open_body(self, conn, row) -> str:
+        context = crypto.message_body_context(row["account_id"], row["conversation_id"],
+                                              row["id"],
+                                              f"{row['sender_kind']}:{row['sender_id']}")
+        try:
+            return await self._keyring.open(conn, row["account_id"], row["body_enc"], context)
+        except crypto.DecryptError as exc:
+            await self._record_integrity_failure(row, str(exc))
+            raise AppError(ErrorCode.DATA_INTEGRITY,
+                           "a stored message failed its integrity check; "
+                           "the incident was recorded") from exc
+
+    async def _record_integrity_failure(self, row, reason: str) -> None:
+        async with self._db.write() as conn:
+            await audit.append(conn, self._clock, stream=row["account_id"],
+                               actor=audit.SYSTEM, action="integrity.decrypt_failed",
+                               object_type="message", object_id=row["id"],
+                               outcome="error", details={"reason": reason[:200]})
+
+
+def _message(row, sender: Sender, body: str) -> Message:
+    return Message(conversation_id=row["conversation_id"], id=row["id"], seq=row["seq"],
+                   client_msg_id=row["client_msg_id"], direction=row["direction"],
+                   channel=row["channel"], sender=sender, body=body,
+                   created_at=rfc3339(row["created_at"]), status=row["status"])

@@ -1,0 +1,151 @@
+"""Settings: the only module that reads the environment.
+
+Every ``SECURECHAT_*`` variable is read once, converted into one typed, frozen
+:class:`Settings` struct and validated; a bad value stops start-up with a message
+that names the variable and says what is wrong. Everything else receives the
+struct by injection (STYLE rule 9).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+PREFIX = "SECURECHAT_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole configuration of one node. Field ``x`` comes from ``SECURECHAT_X``."""
+
+    database_url: str = "sqlite:///./data/securechat.db"
+    redis_url: str | None = None
+    master_key: str | None = None
+    master_key_file: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    allowed_origins: tuple[str, ...] = ()
+    sms_provider: Literal["simulator", "twilio"] = "simulator"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from: str | None = None
+    twilio_api_base: str = "https://api.twilio.com"
+    # Region used to read phone numbers written without a country code.
+    default_region: str = "US"
+    # HIPAA automatic logoff (164.312(a)(2)(iii)): 15 min idle, 12 h absolute (issue 2).
+    session_idle_seconds: int = 15 * 60
+    session_absolute_seconds: int = 12 * 60 * 60
+    # Five failures lock an email for 15 minutes (issue 2; NIST allows up to 100).
+    login_max_failures: int = 5
+    login_lock_seconds: int = 15 * 60
+    # argon2id: at most this many hashes at once (each takes 64 MiB) and this many waiting.
+    password_hash_concurrency: int = 2
+    password_hash_queue: int = 32
+    # How long a node trusts its cached "active data key" before asking the store again,
+    # so `securechat rotate-key` reaches running nodes within this many seconds.
+    key_refresh_seconds: int = 60
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Set by `securechat demo` only: creates the master key file and enables dev pages.
+    demo: bool = False
+
+    def __post_init__(self) -> None:
+        _check_url("database_url", self.database_url, ("sqlite", "postgresql", "postgres"))
+        if self.redis_url is not None:
+            _check_url("redis_url", self.redis_url, ("redis", "rediss", "unix"))
+        _check_url("public_url", self.public_url, ("http", "https"), need_host=True)
+        _check_url("twilio_api_base", self.twilio_api_base, ("http", "https"), need_host=True)
+        for origin in self.allowed_origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise SettingsError(
+                    f"{PREFIX}ALLOWED_ORIGINS: {origin!r} is not an origin "
+                    "(scheme://host[:port], no path)"
+                )
+        if self.sms_provider == "twilio":
+            for name in ("twilio_account_sid", "twilio_auth_token", "twilio_from"):
+                if not getattr(self, name):
+                    raise SettingsError(
+                        f"{PREFIX}{name.upper()}: required when {PREFIX}SMS_PROVIDER=twilio"
+                    )
+        for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
+                     "login_max_failures", "password_hash_concurrency", "key_refresh_seconds"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies get ``Secure`` (and the ``__Host-`` prefix) when served over https."""
+        return self.public_url.startswith("https://")
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Origins allowed on WebSocket handshakes and state-changing requests."""
+        if self.allowed_origins:
+            return frozenset(self.allowed_origins)
+        parts = urlsplit(self.public_url)
+        return frozenset({f"{parts.scheme}://{parts.netloc}"})
+
+
+def _check_url(field: str, value: str, schemes: tuple[str, ...], need_host: bool = False) -> None:
+    parts = urlsplit(value)
+    if parts.scheme.split("+")[0] not in schemes or (need_host and not parts.hostname):
+        raise SettingsError(
+            f"{PREFIX}{field.upper()}: {value!r} is not a valid URL; "
+            f"expected one starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+
+
+_FIELDS = {name: name.upper() for name in Settings.__struct_fields__}
+_LIST_FIELDS = {"allowed_origins"}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from ``SECURECHAT_*`` variables plus explicit overrides.
+
+    Raises:
+        SettingsError: a variable is unknown, malformed or inconsistent; the message
+            names it.
+    """
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    for key, value in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        field = key[len(PREFIX):].lower()
+        if field not in _FIELDS:
+            raise SettingsError(f"{key}: unknown setting (known: {', '.join(sorted(_FIELDS))})")
+        if field in _LIST_FIELDS:
+            raw[field] = [part.strip() for part in value.split(",") if part.strip()]
+        elif field == "demo":
+            if value.lower() not in _BOOL_WORDS:
+                raise SettingsError(f"{key}: expected true or false, got {value!r}")
+            raw[field] = _BOOL_WORDS[value.lower()]
+        else:
+            raw[field] = value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc))) from None
+
+
+def env_has(field: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether ``SECURECHAT_<FIELD>`` is set (so a command's own default must yield)."""
+    environ = os.environ if environ is None else environ
+    return f"{PREFIX}{field.upper()}" in environ
+
+
+def _explain(message: str) -> str:
+    """Turn msgspec's "... - at `$.field`" into "SECURECHAT_FIELD: ..."."""
+    text, sep, where = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    field = where.rstrip("`").split("[")[0].split(".")[0]
+    return f"{PREFIX}{field.upper()}: {text}"

@@ -1,0 +1,68 @@
+"""Queries for server-side sessions and the login throttle."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.store.db import upsert
+from server.store.tables import accounts, login_throttle, sessions, staff
+
+
+async def insert_session(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(sessions.insert().values(**values))
+
+
+async def staff_session(conn: AsyncConnection, session_id: str) -> RowMapping | None:
+    """The session joined with its staff member and account, or None."""
+    query = (
+        select(sessions.c.id, sessions.c.created_at, sessions.c.last_seen_at,
+               sessions.c.expires_at, sessions.c.ended_at,
+               staff.c.id.label("staff_id"), staff.c.account_id, staff.c.role,
+               staff.c.name, staff.c.email, staff.c.active,
+               accounts.c.portal_active)
+        .join(staff, staff.c.id == sessions.c.staff_id)
+        .join(accounts, accounts.c.id == staff.c.account_id)
+        .where(sessions.c.id == session_id, sessions.c.kind == "staff")
+    )
+    return (await conn.execute(query)).mappings().first()
+
+
+async def touch(conn: AsyncConnection, session_id: str, now: datetime) -> None:
+    await conn.execute(update(sessions).where(sessions.c.id == session_id)
+                       .values(last_seen_at=now))
+
+
+async def end_session(conn: AsyncConnection, session_id: str, now: datetime) -> None:
+    await conn.execute(update(sessions).where(sessions.c.id == session_id,
+                                              sessions.c.ended_at.is_(None))
+                       .values(ended_at=now))
+
+
+async def throttle(conn: AsyncConnection, key: str) -> RowMapping | None:
+    return (await conn.execute(select(login_throttle).where(login_throttle.c.key == key))
+            ).mappings().first()
+
+
+async def record_failure(conn: AsyncConnection, key: str, now: datetime) -> int:
+    """Count one more failed login for ``key``; returns the new count."""
+    statement = upsert(conn, login_throttle).values(
+        key=key, failures=1, updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=[login_throttle.c.key],
+        set_={"failures": login_throttle.c.failures + 1, "updated_at": now},
+    ).returning(login_throttle.c.failures)
+    return (await conn.execute(statement)).scalar_one()
+
+
+async def lock(conn: AsyncConnection, key: str, until: datetime) -> None:
+    await conn.execute(update(login_throttle).where(login_throttle.c.key == key)
+                       .values(locked_until=until))
+
+
+async def clear_throttle(conn: AsyncConnection, key: str) -> None:
+    await conn.execute(login_throttle.delete().where(login_throttle.c.key == key))

@@ -1,0 +1,1 @@
+"""Thin Starlette routes. Only this package and ``server.app`` import Starlette."""

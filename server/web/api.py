@@ -1,0 +1,224 @@
+"""The staff REST API (``/api``): thin routes that authenticate, decode and call services."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from server import audit
+from server.auth import StaffPrincipal
+from server.errors import AppError, ErrorCode, invalid
+from server.protocol import (
+    Ack,
+    CreatePatientRequest,
+    LoginRequest,
+    Sender,
+    SendRequest,
+    SettingsUpdate,
+)
+from server.services.container import Services
+from server.store import audit_log as audit_store
+from server.web import cookies
+from server.web.http import JSONResponse, decode_body, request_actor
+
+# Requests with this header are not the user's doing (background refresh) and do not
+# extend the idle limit (HIPAA automatic logoff counts user activity only).
+BACKGROUND_HEADER = "x-securechat-background"
+AUDIT_COLUMNS = ("seq", "ts", "actor_kind", "actor_id", "action", "object_type", "object_id",
+                 "outcome", "ip", "request_id", "details", "entry_hash")
+MAX_AUDIT_PAGE = 1000
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+async def staff_principal(request: Request, *, admin: bool = False) -> StaffPrincipal:
+    """The signed-in staff member, or AppError 401 (403 when ``admin`` and not one)."""
+    services = _services(request)
+    token = request.cookies.get(cookies.staff_cookie_name(services.settings))
+    activity = request.headers.get(BACKGROUND_HEADER) != "1"
+    principal = await services.auth.authenticate(token, activity=activity)
+    if admin and not principal.is_admin:
+        raise AppError(ErrorCode.FORBIDDEN, "administrators only")
+    return principal
+
+
+def _actor(request: Request, principal: StaffPrincipal) -> audit.Actor:
+    return request_actor(request, "staff", principal.staff_id)
+
+
+def _int_param(request: Request, name: str, default: int | None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid(f"{name}: must be an integer") from None
+
+
+# --- auth --------------------------------------------------------------------------------
+
+async def login(request: Request) -> Response:
+    services = _services(request)
+    body = await decode_body(request, LoginRequest)
+    try:
+        token, principal = await services.auth.login(body.email, body.password,
+                                                     request_actor(request))
+    except AppError as exc:
+        services.metrics.logins.labels(str(exc.code)).inc()
+        raise
+    services.metrics.logins.labels("ok").inc()
+    response = JSONResponse(await _me(services, principal))
+    cookies.set_staff(response, services.settings, token)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    services = _services(request)
+    principal = await staff_principal(request)
+    await services.auth.logout(principal, _actor(request, principal))
+    response = Response(status_code=204)
+    cookies.clear_staff(response, services.settings)
+    return response
+
+
+async def me(request: Request) -> Response:
+    principal = await staff_principal(request)
+    return JSONResponse(await _me(_services(request), principal))
+
+
+async def _me(services: Services, principal: StaffPrincipal) -> dict:
+    settings = await services.accounts.settings(principal.account_id)
+    return {
+        "staff": {"id": principal.staff_id, "name": principal.name, "email": principal.email,
+                  "role": principal.role},
+        "account": {"id": principal.account_id, "clinic_name": settings.clinic_name,
+                    "portal_active": settings.portal_active},
+    }
+
+
+# --- patients and conversations ----------------------------------------------------------
+
+async def list_conversations(request: Request) -> Response:
+    principal = await staff_principal(request)
+    conversations = await _services(request).patients.inbox(
+        principal.account_id, principal.staff_id,
+        before=request.query_params.get("before"),
+        limit=_int_param(request, "limit", 50))
+    return JSONResponse({"conversations": conversations})
+
+
+async def create_patient(request: Request) -> Response:
+    principal = await staff_principal(request)
+    body = await decode_body(request, CreatePatientRequest)
+    patient, conversation_id = await _services(request).patients.create(
+        principal.account_id, body, _actor(request, principal))
+    return JSONResponse({"patient": patient, "conversation_id": conversation_id},
+                        status_code=201)
+
+
+async def conversation_messages(request: Request) -> Response:
+    principal = await staff_principal(request)
+    services = _services(request)
+    conversation_id = request.path_params["conversation_id"]
+    if request.method == "GET":
+        page = await services.messaging.history(
+            principal.account_id, conversation_id,
+            before_seq=_int_param(request, "before_seq", None),
+            limit=_int_param(request, "limit", 50), actor=_actor(request, principal))
+        return JSONResponse(page)
+    body = await decode_body(request, SendRequest)
+    sender = Sender("staff", principal.staff_id, principal.name)
+    result = await services.messaging.send(principal.account_id, sender, conversation_id,
+                                           body, _actor(request, principal))
+    if not result.duplicate:
+        services.metrics.messages_stored.labels(result.message.channel).inc()
+    message = result.message
+    ack = Ack(client_msg_id=message.client_msg_id, message_id=message.id, seq=message.seq)
+    return JSONResponse({"ack": ack, "message": message},
+                        status_code=200 if result.duplicate else 201)
+
+
+# --- admin -------------------------------------------------------------------------------
+
+async def account_settings(request: Request) -> Response:
+    principal = await staff_principal(request, admin=True)
+    accounts = _services(request).accounts
+    if request.method == "GET":
+        return JSONResponse(await accounts.settings(principal.account_id))
+    change = await decode_body(request, SettingsUpdate)
+    return JSONResponse(await accounts.update_settings(principal.account_id, change,
+                                                       _actor(request, principal)))
+
+
+async def audit_entries(request: Request) -> Response:
+    """The account's audit log, newest first; ``format=csv`` exports every match."""
+    principal = await staff_principal(request, admin=True)
+    services = _services(request)
+    filters = {name: request.query_params.get(name) or None
+               for name in ("action", "actor_id", "since", "until")}
+    limit = _int_param(request, "limit", 100)
+    if not 1 <= limit <= MAX_AUDIT_PAGE:
+        raise invalid(f"limit: must be between 1 and {MAX_AUDIT_PAGE}")
+    export = request.query_params.get("format") == "csv"
+    async with services.db.write() as conn:
+        await audit.append(conn, services.clock, stream=principal.account_id,
+                           actor=_actor(request, principal),
+                           action="audit.exported" if export else "audit.read",
+                           details={k: v for k, v in filters.items() if v})
+    if export:
+        return StreamingResponse(
+            _csv_rows(services, principal.account_id, filters), media_type="text/csv",
+            headers={"content-disposition": 'attachment; filename="audit.csv"'})
+    async with services.db.read() as conn:
+        rows = await audit_store.search(conn, principal.account_id, **filters,
+                                        before_seq=_int_param(request, "before_seq", None),
+                                        limit=limit + 1)
+    entries = [{column: row[column] for column in AUDIT_COLUMNS} for row in rows[:limit]]
+    return JSONResponse({"entries": entries, "has_more": len(rows) > limit})
+
+
+async def _csv_rows(services: Services, account_id: str, filters: dict) -> AsyncIterator[str]:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(AUDIT_COLUMNS)
+    before = None
+    while True:
+        async with services.db.read() as conn:
+            rows = await audit_store.search(conn, account_id, **filters, before_seq=before,
+                                            limit=MAX_AUDIT_PAGE)
+        for row in rows:
+            # A leading = + - @ would make a spreadsheet run the cell as a formula.
+            writer.writerow([_csv_safe(row[column]) for column in AUDIT_COLUMNS])
+        yield out.getvalue()
+        out.seek(0)
+        out.truncate()
+        if len(rows) < MAX_AUDIT_PAGE:
+            return
+        before = rows[-1]["seq"]
+
+
+def _csv_safe(value: object) -> object:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+routes = [
+    Route("/api/auth/login", login, methods=["POST"]),
+    Route("/api/auth/logout", logout, methods=["POST"]),
+    Route("/api/me", me, methods=["GET"]),
+    Route("/api/conversations", list_conversations, methods=["GET"]),
+    Route("/api/patients", create_patient, methods=["POST"]),
+    Route("/api/conversations/{conversation_id}/messages", conversation_messages,
+          methods=["GET", "POST"]),
+    Route("/api/account/settings", account_settings, methods=["GET", "PUT"]),
+    Route("/api/audit", audit_entries, methods=["GET"]),
+]

@@ -1,0 +1,51 @@
+"""Health, readiness and metrics for the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.web.http import JSONResponse
+
+log = logging.getLogger("securechat.health")
+# A readiness probe must answer quickly even when the store hangs.
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """200 when every dependency answers, else 503 naming the ones that did not."""
+    services = request.app.state.services
+    checks = {"store": services.db.ping}
+    results = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+            results[name] = "ok"
+        except Exception as exc:
+            log.warning("readiness check failed", extra={"event": name,
+                                                         "reason": type(exc).__name__})
+            results[name] = "unavailable"
+    services.metrics.store_up.set(1 if results["store"] == "ok" else 0)
+    ready = all(value == "ok" for value in results.values())
+    return JSONResponse({"status": "ok" if ready else "unavailable", "checks": results},
+                        status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.services.metrics.render(),
+                    media_type="text/plain; version=0.0.4")
+
+
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

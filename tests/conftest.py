@@ -1,0 +1,201 @@
+"""Shared fixtures: a migrated database per backend, the services on it, and a real
+uvicorn server on a free port.
+
+Every test that asks for ``database_url`` (directly or through ``services``/``server``)
+runs twice: on SQLite and on the real PostgreSQL. PostgreSQL comes from
+``TEST_POSTGRES_URL`` (default: the local server's ``test`` database); each
+test session makes its own scratch database there and drops it at the end. When it is
+missing the PostgreSQL half is skipped, except under ``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from server.app import create_app
+from server.audit import SYSTEM
+from server.clock import FakeClock
+from server.protocol import CreatePatientRequest
+from server.services.container import Services, build_services
+from server.settings import Settings, from_env
+from server.store import migrate
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PASSWORD = "correct horse battery staple"  # 28 characters: passes the policy
+ORIGIN = "http://testserver.local"
+
+
+def _unavailable(what: str, why: object) -> None:
+    message = f"{what} is not reachable ({why})"
+    if IN_CI:
+        pytest.fail(f"{message}: CI must provide it", pytrace=False)
+    pytest.skip(message)
+
+
+async def _pg(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql")
+                                 .render_as_string(hide_password=False), timeout=5)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A migrated scratch database on the real PostgreSQL, dropped afterwards."""
+    name = f"securechat_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        asyncio.run(_pg(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        _unavailable(f"PostgreSQL at {PG_ADMIN_URL}", exc)
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    asyncio.run(_pg(PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'securechat.db'}"
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Each test that uses the store runs on both backends."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(scope="session")
+def master_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
+                    password_hash_concurrency=2)
+
+
+@pytest.fixture
+async def services(settings: Settings, master_key: bytes, clock: FakeClock
+                   ) -> AsyncIterator[Services]:
+    built = build_services(settings, master_key, clock)
+    yield built
+    await built.db.close()
+
+
+class Clinic:
+    """One account with an admin, a staff member and a patient, made through the services
+    (so each test has its own tenant and never sees another test's rows)."""
+
+    def __init__(self, account_id: str, admin_email: str, staff_email: str,
+                 patient_id: str, conversation_id: str, admin_id: str, staff_id: str):
+        self.account_id = account_id
+        self.admin_email = admin_email
+        self.staff_email = staff_email
+        self.patient_id = patient_id
+        self.conversation_id = conversation_id
+        self.admin_id = admin_id
+        self.staff_id = staff_id
+
+
+async def make_clinic(services: Services, *, portal_active: bool = True,
+                      patient_name: str = "Pat Example", phone: str = "+14155550100",
+                      dob: str = "1980-05-17") -> Clinic:
+    tag = secrets.token_hex(4)
+    account_id, _ = await services.accounts.ensure_account(f"Clinic {tag}",
+                                                           portal_active=portal_active)
+    admin_email, staff_email = f"admin-{tag}@clinic.test", f"staff-{tag}@clinic.test"
+    admin_id = await services.accounts.create_staff(
+        account_id, email=admin_email, name=f"Admin {tag}", role="admin", password=PASSWORD)
+    staff_id = await services.accounts.create_staff(
+        account_id, email=staff_email, name=f"Nurse {tag}", role="staff", password=PASSWORD)
+    patient, conversation_id = await services.patients.create(
+        account_id, CreatePatientRequest(patient_name, phone, dob), SYSTEM)
+    return Clinic(account_id, admin_email, staff_email, patient.id, conversation_id,
+                  admin_id, staff_id)
+
+
+@pytest.fixture
+async def clinic(services: Services) -> Clinic:
+    return await make_clinic(services)
+
+
+class RunningServer:
+    def __init__(self, url: str, services: Services):
+        self.url = url
+        self.services = services
+
+    def client(self, **kw) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=10, **kw)
+
+    @contextlib.asynccontextmanager
+    async def login(self, email: str, password: str = PASSWORD
+                    ) -> AsyncIterator[httpx.AsyncClient]:
+        """A client holding a fresh staff session cookie."""
+        async with self.client() as client:
+            response = await client.post("/api/auth/login",
+                                         json={"email": email, "password": password})
+            assert response.status_code == 200, response.text
+            yield client
+
+
+@pytest.fixture
+async def server(settings: Settings, master_key: bytes, clock: FakeClock
+                 ) -> AsyncIterator[RunningServer]:
+    """The real app under real uvicorn on 127.0.0.1 and a free port, on the test's loop."""
+    app = create_app(settings, master_key, clock=clock)
+    started = asyncio.Event()
+
+    async def app_reporting_startup(scope, receive, send):  # noqa: ANN001, ANN202
+        async def send_and_report(message):  # noqa: ANN001, ANN202
+            await send(message)
+            if message["type"].startswith("lifespan.startup."):
+                started.set()
+        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
+
+    # A socket bound and listening before uvicorn starts: clients may connect at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    config = uvicorn.Config(app_reporting_startup, lifespan="on", log_config=None,
+                            access_log=False, ws="websockets-sansio",
+                            ws_per_message_deflate=False, ws_max_size=64 * 1024)
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve(sockets=[sock]))
+    async with asyncio.timeout(10):
+        await started.wait()
+    if not hasattr(app.state, "services"):
+        await task
+        raise RuntimeError("the app failed to start")
+    yield RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.services)
+    uv.should_exit = True
+    async with asyncio.timeout(10):
+        await task
+    sock.close()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
