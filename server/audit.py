@@ -123,11 +123,14 @@ class ChainVerifier:
 
     def finish(self, head: tuple[int, str] | None) -> ChainBreak | None:
         """Check the end of the stream against its head (catches a truncated tail)."""
-        if head is not None and tuple(head) != (self.expected_seq - 1, self.prev):
-            return ChainBreak(self.stream, self.expected_seq, None,
-                              f"the head records seq {head[0]} but the log ends at "
-                              f"seq {self.expected_seq - 1}")
-        return None
+        last = self.expected_seq - 1
+        if head is None or tuple(head) == (last, self.prev):
+            return None
+        if head[0] == last:
+            return ChainBreak(self.stream, last, None,
+                              "the last entry's hash does not match the head")
+        return ChainBreak(self.stream, min(head[0], last) + 1, None,
+                          f"the head records seq {head[0]} but the log ends at seq {last}")
 
     def _break(self, row: Mapping, reason: str) -> ChainBreak:
         return ChainBreak(self.stream, self.expected_seq, row["id"], reason)

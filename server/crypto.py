@@ -100,6 +100,8 @@ class MasterKey:
         return nonce + self._kek.encrypt(nonce, data_key, _dek_context(account_id))
 
     def unwrap(self, wrapped: bytes, account_id: str) -> bytes:
+        if len(wrapped) < NONCE_BYTES + 16:
+            raise DecryptError(f"data key of account {account_id} is truncated")
         try:
             return self._kek.decrypt(
                 wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], _dek_context(account_id)

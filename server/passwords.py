@@ -59,7 +59,7 @@ class PasswordHashing:
 
     def _verify_sync(self, stored_hash: str | None, password: str) -> bool:
         try:
-            self._hasher.verify(stored_hash or self._dummy, password)
+            self._hasher.verify(self._dummy if stored_hash is None else stored_hash, password)
         except (VerificationError, InvalidHashError):
             return False
         return stored_hash is not None

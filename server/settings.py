@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import msgspec
+import phonenumbers
 
 PREFIX = "SECURECHAT_"
 
@@ -73,6 +74,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     raise SettingsError(
                         f"{PREFIX}{name.upper()}: required when {PREFIX}SMS_PROVIDER=twilio"
                     )
+        if self.password_hash_queue < 0:
+            raise SettingsError(f"{PREFIX}PASSWORD_HASH_QUEUE: must be at least 0")
+        if self.default_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise SettingsError(f"{PREFIX}DEFAULT_REGION: {self.default_region!r} is not a "
+                                "region code such as US or GB")
         for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
                      "login_max_failures", "password_hash_concurrency", "key_refresh_seconds"):
             if getattr(self, name) < 1:
@@ -81,15 +87,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     @property
     def secure_cookies(self) -> bool:
         """Cookies get ``Secure`` (and the ``__Host-`` prefix) when served over https."""
-        return self.public_url.startswith("https://")
+        return urlsplit(self.public_url).scheme == "https"
 
     @property
     def origins(self) -> frozenset[str]:
         """Origins allowed on WebSocket handshakes and state-changing requests."""
         if self.allowed_origins:
-            return frozenset(self.allowed_origins)
+            return frozenset(origin.lower() for origin in self.allowed_origins)
         parts = urlsplit(self.public_url)
-        return frozenset({f"{parts.scheme}://{parts.netloc}"})
+        return frozenset({f"{parts.scheme}://{parts.netloc.lower()}"})
 
 
 def _check_url(field: str, value: str, schemes: tuple[str, ...], need_host: bool = False) -> None:

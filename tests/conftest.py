@@ -169,8 +169,8 @@ async def server(settings: Settings, master_key: bytes, clock: FakeClock
     app = create_app(settings, master_key, clock=clock)
     started = asyncio.Event()
 
-    async def app_reporting_startup(scope, receive, send):  # noqa: ANN001, ANN202
-        async def send_and_report(message):  # noqa: ANN001, ANN202
+    async def app_reporting_startup(scope, receive, send):
+        async def send_and_report(message):
             await send(message)
             if message["type"].startswith("lifespan.startup."):
                 started.set()

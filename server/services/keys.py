@@ -8,7 +8,7 @@ sealing under the previous key, which stays valid.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,7 +24,7 @@ class KeyRing:
         self._clock = clock
         self._refresh = timedelta(seconds=refresh_seconds)
         self._keys: dict[int, tuple[str, AESGCM]] = {}
-        self._active: dict[str, tuple[int, object]] = {}
+        self._active: dict[str, tuple[int, datetime]] = {}
 
     async def create_key(self, conn: AsyncConnection, account_id: str) -> int:
         """Add a new data key for the account; it becomes the active one."""
