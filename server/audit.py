@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.clock import Clock, rfc3339
 from server.store import audit_log
 from server.store.audit_log import GENESIS_HASH
+from server.store.db import Database
 
 SYSTEM_STREAM = "system"
 
@@ -83,6 +84,16 @@ async def append(
     digest = entry_hash(prev_hash, entry)
     await audit_log.insert(conn, msgspec.structs.asdict(entry), prev_hash, digest)
     return entry
+
+
+async def record_integrity_failure(db: Database, clock: Clock, *, stream: str,
+                                   object_type: str, object_id: str, reason: str) -> None:
+    """Audit a stored ciphertext that failed to open, in a transaction of its own (the
+    caller's read is about to fail). ``reason`` names ids only (a DecryptError message)."""
+    async with db.write() as conn:
+        await append(conn, clock, stream=stream, actor=SYSTEM,
+                     action="integrity.decrypt_failed", object_type=object_type,
+                     object_id=object_id, outcome="error", details={"reason": reason[:200]})
 
 
 class ChainBreak(msgspec.Struct, frozen=True):

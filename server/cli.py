@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 from server import audit, logs
 from server.crypto import CryptoError, load_master_key
-from server.errors import AppError
+from server.errors import AppError, ErrorCode
+from server.passwords import check_policy
 from server.protocol import CreatePatientRequest
 from server.services.container import Services, build_services
 from server.settings import Settings, SettingsError, env_has, from_env
@@ -173,8 +174,11 @@ def _create_admin(args: argparse.Namespace) -> int:
     settings = from_env()
     master = load_master_key(settings.master_key, settings.master_key_file, create=False)
     password = _read_password()
+    check_policy(password)  # before the account is made, so a refusal leaves nothing
 
     async def run(services: Services) -> str:
+        if await services.accounts.email_taken(args.email):  # before making an account
+            raise AppError(ErrorCode.CONFLICT, "a staff member with this email exists")
         account_id, _ = await services.accounts.ensure_account(
             args.account, sms_number=args.sms_number)
         await services.accounts.create_staff(account_id, email=args.email,

@@ -110,3 +110,120 @@ class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
     clinic_name: str
     sms_number: str | None
     secure_link_ttl_hours: int
+
+
+# --- WebSocket: client → server -----------------------------------------------------------
+# Every frame may carry ``ref``; the direct answer (ack, subscribed, pong, error) echoes it.
+
+Ref = Annotated[str, Meta(max_length=64)]
+SeqNumber = Annotated[int, Meta(ge=0)]
+
+
+class ClientFrame(Inbound, tag_field="type", kw_only=True):
+    ref: Ref | None = None
+
+
+class Subscribe(ClientFrame, tag="subscribe"):
+    conversation_id: Id
+    after_seq: SeqNumber = 0
+
+
+class Unsubscribe(ClientFrame, tag="unsubscribe"):
+    conversation_id: Id
+
+
+class Send(ClientFrame, tag="send"):
+    conversation_id: Id
+    client_msg_id: ClientMsgId
+    body: Body
+    secure: bool = False
+
+
+class Typing(ClientFrame, tag="typing"):
+    conversation_id: Id
+
+
+class Read(ClientFrame, tag="read"):
+    conversation_id: Id
+    seq: Annotated[int, Meta(ge=1)]
+
+
+class Ping(ClientFrame, tag="ping"):
+    pass
+
+
+AnyClientFrame = Subscribe | Unsubscribe | Send | Typing | Read | Ping
+client_frame_decoder = msgspec.json.Decoder(AnyClientFrame)
+
+
+# --- WebSocket: server → client -----------------------------------------------------------
+
+class ServerFrame(msgspec.Struct, frozen=True, tag_field="type", kw_only=True,
+                  omit_defaults=True):
+    pass
+
+
+class User(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+
+
+class Ready(ServerFrame, tag="ready"):
+    role: Literal["staff", "patient"]
+    user: User
+    conversation_id: str | None = None
+
+
+class Subscribed(ServerFrame, tag="subscribed"):
+    conversation_id: str
+    last_seq: int
+    ref: str | None = None
+
+
+class Status(ServerFrame, tag="status"):
+    conversation_id: str
+    message_id: str
+    status: str
+    at: str
+    error_code: str | None = None
+
+
+class ConversationUpdate(ServerFrame, tag="conversation"):
+    id: str
+    patient: PatientSummary
+    last_activity_at: str
+    last_seq: int
+    unread: int
+
+
+class TypingNotice(ServerFrame, tag="typing"):
+    conversation_id: str
+    sender: Sender
+
+
+class ReadNotice(ServerFrame, tag="read"):
+    conversation_id: str
+    seq: int
+    reader: Sender
+
+
+class Presence(ServerFrame, tag="presence"):
+    """Whether the conversation's patient has a live secure page (staff only)."""
+
+    conversation_id: str
+    patient_online: bool
+
+
+class ErrorFrame(ServerFrame, tag="error"):
+    code: str
+    message: str
+    client_msg_id: str | None = None
+    retry_after_ms: int | None = None
+    ref: str | None = None
+
+
+class Pong(ServerFrame, tag="pong"):
+    ref: str | None = None
+
+
+frame_encoder = msgspec.json.Encoder()

@@ -85,6 +85,10 @@ class Accounts:
                                action="staff.password_reset", object_type="staff",
                                object_id=member["id"])
 
+    async def email_taken(self, email: str) -> bool:
+        async with self._db.read() as conn:
+            return await account_store.staff_by_email(conn, email.strip().lower()) is not None
+
     async def settings(self, account_id: str) -> AccountSettings:
         async with self._db.read() as conn:
             row = await account_store.account(conn, account_id)
@@ -96,8 +100,12 @@ class Accounts:
                               ) -> AccountSettings:
         values = {k: v for k, v in msgspec.structs.asdict(change).items()
                   if v is not msgspec.UNSET}
-        if values.get("sms_number"):
+        if values.get("sms_number") is not None:
             values["sms_number"] = self._e164(values["sms_number"])
+        if "clinic_name" in values:
+            values["clinic_name"] = values["clinic_name"].strip()
+            if not values["clinic_name"]:
+                raise invalid("clinic_name: must not be blank")
         try:
             async with self._db.write() as conn:
                 if values:
@@ -125,6 +133,8 @@ class Accounts:
                                    action="key.rotated", object_type="data_key",
                                    object_id=str(key_id))
                 rotated[account_id] = key_id
+        for account_id in rotated:
+            self._keyring.forget_active(account_id)
         return rotated
 
     def _e164(self, number: str) -> str:

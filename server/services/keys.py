@@ -27,22 +27,26 @@ class KeyRing:
         self._active: dict[str, tuple[int, datetime]] = {}
 
     async def create_key(self, conn: AsyncConnection, account_id: str) -> int:
-        """Add a new data key for the account; it becomes the active one."""
+        """Add a new data key for the account, in the caller's transaction; it becomes the
+        active one once committed. Nothing is cached here (the transaction may still
+        roll back): call :meth:`forget_active` after the commit."""
         raw = crypto.new_data_key()
-        key_id = await account_store.insert_data_key(
+        return await account_store.insert_data_key(
             conn, account_id, self.master.wrap(raw, account_id), self._clock.now())
-        self._keys[key_id] = (account_id, AESGCM(raw))
-        self._active[account_id] = (key_id, self._clock.now() + self._refresh)
-        return key_id
+
+    def forget_active(self, account_id: str) -> None:
+        """Re-read the account's newest key at the next seal (after a rotation here)."""
+        self._active.pop(account_id, None)
 
     async def active_key_id(self, conn: AsyncConnection, account_id: str) -> int:
         cached = self._active.get(account_id)
         if cached is not None and cached[1] > self._clock.now():
             return cached[0]
         row = await account_store.newest_data_key(conn, account_id)
-        key_id = row["id"] if row is not None else await self.create_key(conn, account_id)
-        self._active[account_id] = (key_id, self._clock.now() + self._refresh)
-        return key_id
+        if row is None:  # every account gets a key when it is made; this is a bug
+            raise crypto.CryptoError(f"account {account_id} has no data key")
+        self._active[account_id] = (row["id"], self._clock.now() + self._refresh)
+        return row["id"]
 
     async def seal(self, conn: AsyncConnection, account_id: str, plaintext: str,
                    context: str) -> bytes:

@@ -30,6 +30,10 @@ MAX_HISTORY_PAGE = 200
 class SendResult(msgspec.Struct, frozen=True):
     message: Message
     duplicate: bool  # True when the client_msg_id was already stored
+    # For the publication (new messages only): the stored envelope, so what crosses
+    # the broker is ciphertext, and the conversation's inbound count after this one.
+    envelope: bytes = b""
+    inbound_count: int = 0
 
 
 class Messaging:
@@ -68,9 +72,11 @@ class Messaging:
                     if account is None or not account["portal_active"]:
                         raise AppError(ErrorCode.PORTAL_INACTIVE,
                                        "Secure Chat needs the patient portal, which is off")
-                seq = await message_store.next_seq(conn, account_id, conversation_id, now)
-                if seq is None:
+                position = await message_store.next_seq(conn, account_id, conversation_id,
+                                                        now, inbound=direction == "inbound")
+                if position is None:
                     raise not_found("conversation")
+                seq, inbound_count = position
                 context = crypto.message_body_context(
                     account_id, conversation_id, message_id, f"{sender.kind}:{sender.id}")
                 await message_store.insert_message(
@@ -78,7 +84,8 @@ class Messaging:
                     conversation_id=conversation_id, seq=seq,
                     client_msg_id=request.client_msg_id, direction=direction,
                     channel=channel, sender_kind=sender.kind, sender_id=sender.id,
-                    body_enc=await self._keyring.seal(conn, account_id, body, context),
+                    body_enc=(envelope := await self._keyring.seal(
+                        conn, account_id, body, context)),
                     status=status, created_at=now)
                 await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                    action="message.sent", object_type="message",
@@ -87,21 +94,28 @@ class Messaging:
                                             "channel": channel})
         except IntegrityError as exc:
             return await self._original(account_id, sender, conversation_id, request, exc)
+        except AppError as exc:
+            if exc.code is not ErrorCode.PORTAL_INACTIVE:
+                raise
+            # A resend of a message stored before the portal was turned off still gets
+            # its original answer.
+            return await self._original(account_id, sender, conversation_id, request, exc)
         message = Message(conversation_id=conversation_id, id=message_id, seq=seq,
                           client_msg_id=request.client_msg_id, direction=direction,
                           channel=channel, sender=sender, body=body,
                           created_at=rfc3339(now), status=status)
-        return SendResult(message, duplicate=False)
+        return SendResult(message, duplicate=False, envelope=envelope,
+                          inbound_count=inbound_count)
 
     async def _original(self, account_id: str, sender: Sender, conversation_id: str,
-                        request: SendRequest, error: IntegrityError) -> SendResult:
+                        request: SendRequest, error: Exception) -> SendResult:
         """The message a resent ``client_msg_id`` already created (re-raises ``error``
         when the conflict was something else)."""
         async with self._db.read() as conn:
             row = await message_store.by_client_msg_id(conn, conversation_id,
                                                        request.client_msg_id)
             if row is None or row["account_id"] != account_id:
-                raise
+                raise error
             if (row["sender_kind"], row["sender_id"]) != (sender.kind, sender.id):
                 raise AppError(ErrorCode.CONFLICT,
                                "client_msg_id: already used for another message")
@@ -125,9 +139,7 @@ class Messaging:
                 raise not_found("conversation")
             rows = await message_store.page(conn, conversation_id, before_seq=before_seq,
                                             limit=limit + 1)
-            patient_name = await self._keyring.open(
-                conn, account_id, convo["name_enc"],
-                crypto.patient_field_context(account_id, convo["patient_id"], "name"))
+            patient_name = await self._open_patient_name(conn, account_id, convo)
             page = []
             for row in reversed(rows[:limit]):
                 name = row["staff_name"] if row["sender_kind"] == "staff" else patient_name
@@ -140,6 +152,18 @@ class Messaging:
                                details={"count": len(page), "before_seq": before_seq})
         return HistoryPage(messages=page, has_more=len(rows) > limit)
 
+    async def _open_patient_name(self, conn, account_id: str, convo) -> str:
+        context = crypto.patient_field_context(account_id, convo["patient_id"], "name")
+        try:
+            return await self._keyring.open(conn, account_id, convo["name_enc"], context)
+        except crypto.DecryptError as exc:
+            await audit.record_integrity_failure(
+                self._db, self._clock, stream=account_id, object_type="patient",
+                object_id=convo["patient_id"], reason=str(exc))
+            raise AppError(ErrorCode.DATA_INTEGRITY,
+                           "a stored patient record failed its integrity check; "
+                           "the incident was recorded") from exc
+
     async def _open_body(self, conn, row) -> str:
         context = crypto.message_body_context(row["account_id"], row["conversation_id"],
                                               row["id"],
@@ -147,17 +171,12 @@ class Messaging:
         try:
             return await self._keyring.open(conn, row["account_id"], row["body_enc"], context)
         except crypto.DecryptError as exc:
-            await self._record_integrity_failure(row, str(exc))
+            await audit.record_integrity_failure(
+                self._db, self._clock, stream=row["account_id"], object_type="message",
+                object_id=row["id"], reason=str(exc))
             raise AppError(ErrorCode.DATA_INTEGRITY,
                            "a stored message failed its integrity check; "
                            "the incident was recorded") from exc
-
-    async def _record_integrity_failure(self, row, reason: str) -> None:
-        async with self._db.write() as conn:
-            await audit.append(conn, self._clock, stream=row["account_id"],
-                               actor=audit.SYSTEM, action="integrity.decrypt_failed",
-                               object_type="message", object_id=row["id"],
-                               outcome="error", details={"reason": reason[:200]})
 
 
 def _message(row, sender: Sender, body: str) -> Message:

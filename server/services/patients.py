@@ -93,12 +93,21 @@ class Patients:
 
     async def decrypt_identity(self, conn, account_id: str, patient_id: str,
                                name_enc: bytes, phone_enc: bytes) -> tuple[str, str]:
-        name = await self._keyring.open(
-            conn, account_id, name_enc,
-            crypto.patient_field_context(account_id, patient_id, "name"))
-        phone = await self._keyring.open(
-            conn, account_id, phone_enc,
-            crypto.patient_field_context(account_id, patient_id, "phone"))
+        """Raises AppError(data_integrity), audited, when a field fails to open."""
+        try:
+            name = await self._keyring.open(
+                conn, account_id, name_enc,
+                crypto.patient_field_context(account_id, patient_id, "name"))
+            phone = await self._keyring.open(
+                conn, account_id, phone_enc,
+                crypto.patient_field_context(account_id, patient_id, "phone"))
+        except crypto.DecryptError as exc:
+            await audit.record_integrity_failure(
+                self._db, self._clock, stream=account_id, object_type="patient",
+                object_id=patient_id, reason=str(exc))
+            raise AppError(ErrorCode.DATA_INTEGRITY,
+                           "a stored patient record failed its integrity check; "
+                           "the incident was recorded") from exc
         return name, phone
 
 

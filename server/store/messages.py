@@ -13,9 +13,9 @@ from server.store.tables import conversations, messages, staff
 
 
 async def next_seq(conn: AsyncConnection, account_id: str, conversation_id: str,
-                   now: datetime) -> int | None:
-    """Raise the conversation's ``last_seq`` by one and return it; None if no such
-    conversation in this account.
+                   now: datetime, *, inbound: bool) -> tuple[int, int] | None:
+    """Raise the conversation's ``last_seq`` (and ``inbound_count`` for an inbound
+    message) by one and return both; None if no such conversation in this account.
 
     The UPDATE takes the conversation's row lock (PostgreSQL) or the database write lock
     (SQLite) until commit, so concurrent inserts get consecutive seqs, and a rolled-back
@@ -25,9 +25,11 @@ async def next_seq(conn: AsyncConnection, account_id: str, conversation_id: str,
         update(conversations)
         .where(conversations.c.id == conversation_id,
                conversations.c.account_id == account_id)
-        .values(last_seq=conversations.c.last_seq + 1, last_activity_at=now)
-        .returning(conversations.c.last_seq))
-    return result.scalar_one_or_none()
+        .values(last_seq=conversations.c.last_seq + 1, last_activity_at=now,
+                inbound_count=conversations.c.inbound_count + (1 if inbound else 0))
+        .returning(conversations.c.last_seq, conversations.c.inbound_count))
+    row = result.first()
+    return (row.last_seq, row.inbound_count) if row is not None else None
 
 
 async def insert_message(conn: AsyncConnection, **values: Any) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.store.tables import conversations, messages, patients, read_pointers
+from server.store.tables import conversations, patients, read_pointers
 
 
 async def insert_patient(conn: AsyncConnection, **values: Any) -> None:
@@ -43,15 +43,11 @@ async def conversation_page(conn: AsyncConnection, account_id: str, reader_id: s
                             before: datetime | None, limit: int) -> list[RowMapping]:
     """Newest-first conversations with the reader's unread count (inbound after its
     read pointer)."""
-    pointer = (select(read_pointers.c.seq)
-               .where(read_pointers.c.conversation_id == conversations.c.id,
-                      read_pointers.c.reader_id == reader_id)
-               .scalar_subquery())
-    unread = (select(func.count()).select_from(messages)
-              .where(messages.c.conversation_id == conversations.c.id,
-                     messages.c.direction == "inbound",
-                     messages.c.seq > func.coalesce(pointer, 0))
-              .scalar_subquery())
+    seen = (select(read_pointers.c.inbound_seen)
+            .where(read_pointers.c.conversation_id == conversations.c.id,
+                   read_pointers.c.reader_id == reader_id)
+            .scalar_subquery())
+    unread = conversations.c.inbound_count - func.coalesce(seen, 0)
     query = (
         select(conversations.c.id, conversations.c.last_seq,
                conversations.c.last_activity_at, patients.c.id.label("patient_id"),

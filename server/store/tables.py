@@ -103,6 +103,9 @@ conversations = Table(
     # The stream position: the seq of the newest message, raised inside each insert's
     # transaction under the row lock, so seqs are 1, 2, 3... with no gaps.
     Column("last_seq", BigInteger, nullable=False, default=0),
+    # Inbound messages so far; a staff member's unread count is this minus the
+    # ``inbound_seen`` of their read pointer, so no count query runs per message.
+    Column("inbound_count", BigInteger, nullable=False, default=0),
     Column("last_activity_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "account_id", "last_activity_at"),
@@ -132,6 +135,7 @@ read_pointers = Table(
     _id("reader_id", primary_key=True),
     Column("reader_kind", String(8), nullable=False),
     Column("seq", BigInteger, nullable=False),
+    Column("inbound_seen", BigInteger, nullable=False, default=0),
 )
 
 sessions = Table(
@@ -174,7 +178,7 @@ audit_log = Table(
     Column("seq", BigInteger, nullable=False),
     # Exactly the hashed text, so verification never depends on a driver's time parsing.
     Column("ts", String(32), nullable=False),
-    Column("actor_kind", String(8), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
     Column("actor_id", String(64)),
     Column("action", String(64), nullable=False),
     Column("object_type", String(32)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -12,6 +13,7 @@ from starlette.routing import Route
 
 from server import audit
 from server.auth import StaffPrincipal
+from server.clock import rfc3339
 from server.errors import AppError, ErrorCode, invalid
 from server.protocol import (
     Ack,
@@ -61,6 +63,17 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
         return int(raw)
     except ValueError:
         raise invalid(f"{name}: must be an integer") from None
+
+
+def _rfc3339_param(name: str, raw: str) -> str:
+    """A time bound in the audit log's own format (RFC 3339 UTC, microseconds, Z)."""
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(f"{name}: not an RFC 3339 time") from None
+    if moment.tzinfo is None:
+        raise invalid(f"{name}: needs a UTC offset or Z")
+    return rfc3339(moment)
 
 
 # --- auth --------------------------------------------------------------------------------
@@ -164,6 +177,9 @@ async def audit_entries(request: Request) -> Response:
     services = _services(request)
     filters = {name: request.query_params.get(name) or None
                for name in ("action", "actor_id", "since", "until")}
+    for bound in ("since", "until"):
+        if filters[bound] is not None:
+            filters[bound] = _rfc3339_param(bound, filters[bound])
     limit = _int_param(request, "limit", 100)
     if not 1 <= limit <= MAX_AUDIT_PAGE:
         raise invalid(f"limit: must be between 1 and {MAX_AUDIT_PAGE}")

@@ -139,11 +139,12 @@ class EdgeMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, response_started = message["status"], True
                 extra = [(b"x-request-id", request_id.encode())]
                 present = {name.lower() for name, _ in message.get("headers", [])}
                 extra += [h for h in SECURITY_HEADERS if h[0] not in present]
@@ -160,6 +161,17 @@ class EdgeMiddleware:
                 await response(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            # Starlette answers unhandled errors in ServerErrorMiddleware, which sits
+            # outside this one, so its 500 would lack the request id and security headers.
+            if response_started:
+                raise
+            # Type and place only: a driver's message can quote the row it choked on.
+            log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+            response = JSONResponse(error_body(ErrorCode.INTERNAL,
+                                               "internal error; it was logged"),
+                                    status_code=500)
+            await response(scope, receive, send_with_headers)
         finally:
             route = getattr(scope.get("endpoint"), "__name__", "unmatched")
             elapsed = time.perf_counter() - started

@@ -1,0 +1,1 @@
+"""Brokers move publications between nodes; they never decide who may see what."""

@@ -1,0 +1,1 @@
+"""The real-time hub: local sockets, per-conversation streams and fan-out."""

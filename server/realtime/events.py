@@ -1,0 +1,70 @@
+"""What nodes publish to each other: msgpack structs, one per event kind.
+
+A message event carries its body as the stored envelope (AES-256-GCM ciphertext bound
+to its row), never as plain text: Redis sees no PHI (product rule 2). Staff names are
+workforce identifiers, not PHI, and travel as they are; a patient's name never travels
+(nodes read it from the store, encrypted, and cache it). ``node`` lets a node ignore its
+own events coming back from the broker (it delivered them locally already).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    node: str
+    account_id: str
+    conversation_id: str
+
+
+class MessageEvent(Event, tag="m"):
+    id: str
+    seq: int
+    client_msg_id: str
+    direction: str
+    channel: str
+    sender_kind: str
+    sender_id: str
+    sender_name: str  # staff name; empty for a patient (resolved from the store)
+    body_enc: bytes
+    created_at: str
+    status: str
+    inbound_count: int  # the conversation's inbound messages so far (for unread counts)
+
+
+class StatusEvent(Event, tag="s"):
+    message_id: str
+    status: str
+    at: str
+    error_code: str | None = None
+
+
+class TypingEvent(Event, tag="t"):
+    sender_kind: str
+    sender_id: str
+    sender_name: str
+
+
+class ReadEvent(Event, tag="r"):
+    seq: int
+    reader_kind: str
+    reader_id: str
+    reader_name: str
+    inbound_seen: int  # the reader's new read position in inbound messages (staff)
+
+
+class PresenceEvent(Event, tag="p"):
+    online: bool
+
+
+class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
+    """On the control channel: close every socket of this session, on every node."""
+
+    node: str
+    session_id: str
+
+
+AnyEvent = MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent | SessionEnded
+encode = msgspec.msgpack.Encoder().encode
+decode = msgspec.msgpack.Decoder(AnyEvent).decode
