@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -13,34 +14,49 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.brokers.base import Broker, broker_from_url
 from server.clock import Clock
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
+from server.realtime.frames import FrameHandler
+from server.realtime.hub import Hub
 from server.services.container import build_services
 from server.settings import Settings
 from server.store.migrate import check_current
-from server.web import api, health
+from server.web import api, health, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
 
 
-def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = None
-               ) -> Starlette:
+def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = None,
+               broker: Broker | None = None) -> Starlette:
+    """Build a node. ``broker`` defaults to the one ``REDIS_URL`` names (in-process when
+    unset); tests pass brokers sharing one in-memory bus to run several nodes."""
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, master_key, clock, metrics)
+        hub = None
         try:
             await check_current(services.db)
+            hub = Hub(streams=services.streams,
+                      broker=broker or broker_from_url(settings.redis_url),
+                      settings=settings, clock=services.clock, metrics=metrics,
+                      node_id=secrets.token_hex(4))
+            await hub.start()
             app.state.services = services
+            app.state.hub = hub
+            app.state.frames = FrameHandler(hub, services.messaging, services.clock, metrics)
             yield
         finally:
+            if hub is not None:
+                await hub.stop()
             await services.db.close()
 
     return Starlette(
-        routes=[*health.routes, *api.routes],
+        routes=[*health.routes, *api.routes, *ws.routes],
         middleware=[Middleware(EdgeMiddleware, allowed_origins=settings.origins,
                                metrics=metrics)],
         exception_handlers={AppError: _app_error, Exception: _unexpected},

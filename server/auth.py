@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -167,9 +167,7 @@ class StaffAuth:
         now = self._clock.now()
         async with self._db.read() as conn:
             row = await session_store.staff_session(conn, sid)
-        idle = timedelta(seconds=self._settings.session_idle_seconds)
-        if (row is None or row["ended_at"] is not None or not row["active"]
-                or now >= row["expires_at"] or now - row["last_seen_at"] >= idle):
+        if row is None or not row["active"] or session_over(row, now, self._settings):
             raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; sign in again")
         if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
             async with self._db.write() as conn:
@@ -183,6 +181,13 @@ class StaffAuth:
             await audit.append(conn, self._clock, stream=principal.account_id, actor=actor,
                                action="auth.logout", object_type="staff",
                                object_id=principal.staff_id)
+
+
+def session_over(row, now: datetime, settings: Settings) -> bool:
+    """Whether a session row has ended, or passed its idle or absolute limit."""
+    idle = timedelta(seconds=settings.session_idle_seconds)
+    return (row["ended_at"] is not None or now >= row["expires_at"]
+            or now - row["last_seen_at"] >= idle)
 
 
 def _stream(member) -> str:

@@ -30,6 +30,31 @@ class Metrics:
             "securechat_store_up", "1 when the last readiness check reached the store",
             registry=self.registry)
 
+        self.ws_connections = Gauge(
+            "securechat_ws_connections", "Open WebSocket connections on this node",
+            registry=self.registry)
+        self.ws_frames_in = Counter(
+            "securechat_ws_frames_in", "Client frames by type and outcome",
+            ["type", "outcome"], registry=self.registry)
+        self.ws_closes = Counter(
+            "securechat_ws_closes", "Sockets closed by the server, by close code", ["code"],
+            registry=self.registry)
+        self.fanout_latency = Histogram(
+            "securechat_fanout_seconds", "From a message's commit time to its fan-out here",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.gap_fills = Counter(
+            "securechat_gap_fill_messages", "Messages read from the store to fill a gap",
+            registry=self.registry)
+        self.broker_up = Gauge(
+            "securechat_broker_up", "1 while the broker link is up", registry=self.registry)
+        self.broker_publish_failures = Counter(
+            "securechat_broker_publish_failures",
+            "Publications the broker could not take (repaired from the store)",
+            registry=self.registry)
+        self.events_shed = Counter(
+            "securechat_events_shed", "Events dropped because the dispatcher queue was full",
+            registry=self.registry)
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, f"{status // 100}xx").inc()
         self.http_latency.labels(route).observe(seconds)

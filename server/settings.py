@@ -51,6 +51,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # How long a node trusts its cached "active data key" before asking the store again,
     # so `securechat rotate-key` reaches running nodes within this many seconds.
     key_refresh_seconds: int = 60
+    # WebSocket frames per connection: a token bucket of this rate and burst. 20/s with
+    # a burst of 40 is far above a person typing and reading, and caps a runaway client.
+    ws_rate_per_second: float = 20.0
+    ws_rate_burst: int = 40
+    # A socket's outbound queue; past either bound it is closed with 4408 and resumes.
+    # 1,000 frames or 1 MiB is ~10 s of a busy thread for a client that has stalled.
+    ws_outbox_frames: int = 1000
+    ws_outbox_bytes: int = 1024 * 1024
+    # How often a node compares its streams' positions with the store, repairing any
+    # publication the broker lost (and carrying delivery while the broker is down).
+    sync_interval_seconds: float = 5.0
+    # How often live sockets' sessions are re-checked (idle, absolute, logout, disable).
+    ws_session_check_seconds: float = 15.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Set by `securechat demo` only: creates the master key file and enables dev pages.
     demo: bool = False
@@ -74,13 +87,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     raise SettingsError(
                         f"{PREFIX}{name.upper()}: required when {PREFIX}SMS_PROVIDER=twilio"
                     )
+        for name in ("ws_rate_per_second", "sync_interval_seconds", "ws_session_check_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()}: must be above 0")
         if self.password_hash_queue < 0:
             raise SettingsError(f"{PREFIX}PASSWORD_HASH_QUEUE: must be at least 0")
         if self.default_region not in phonenumbers.SUPPORTED_REGIONS:
             raise SettingsError(f"{PREFIX}DEFAULT_REGION: {self.default_region!r} is not a "
                                 "region code such as US or GB")
         for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
-                     "login_max_failures", "password_hash_concurrency", "key_refresh_seconds"):
+                     "login_max_failures", "password_hash_concurrency", "key_refresh_seconds",
+                     "ws_rate_burst", "ws_outbox_frames", "ws_outbox_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
 

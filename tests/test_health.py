@@ -78,7 +78,7 @@ async def test_readyz_when_the_store_answers(server: RunningServer) -> None:
     async with server.client() as client:
         response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"store": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"store": "ok", "broker": "ok"}}
 
 
 @contextlib.asynccontextmanager
@@ -108,7 +108,8 @@ async def test_readyz_names_an_unreachable_store(postgresql_url: str, master_key
         await pg_admin(f'DROP DATABASE "{name}" WITH (FORCE)')
         down = await client.get("/readyz")
         assert down.status_code == 503, down.text
-        assert down.json() == {"status": "unavailable", "checks": {"store": "unavailable"}}
+        assert down.json() == {"status": "unavailable",
+                               "checks": {"store": "unavailable", "broker": "ok"}}
         assert (await client.get("/healthz")).status_code == 200
         metrics = (await client.get("/metrics")).text
         assert re.search(r"^securechat_store_up 0\.0$", metrics, re.MULTILINE)

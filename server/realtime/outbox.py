@@ -15,7 +15,8 @@ from collections import deque
 
 class Outbox:
     def __init__(self, max_frames: int, max_bytes: int) -> None:
-        self._frames: deque[str] = deque()
+        # (encoded frame, id of a message to mark delivered once written, or None)
+        self._frames: deque[tuple[str, str | None]] = deque()
         self._bytes = 0
         self._max_frames = max_frames
         self._max_bytes = max_bytes
@@ -24,8 +25,9 @@ class Outbox:
         self._room.set()
         self.overflowed = False
         self.closed = False
+        self.done = asyncio.Event()  # set once closed or overflowed: the socket must go
 
-    def push(self, frame: str) -> bool:
+    def push(self, frame: str, delivered_id: str | None = None) -> bool:
         """Queue one encoded frame; False (and overflowed) when the socket is too slow."""
         if self.closed or self.overflowed:
             return False
@@ -34,8 +36,9 @@ class Outbox:
             self._frames.clear()
             self._bytes = 0
             self._ready.set()  # wake the writer so it can close the socket
+            self.done.set()
             return False
-        self._frames.append(frame)
+        self._frames.append((frame, delivered_id))
         self._bytes += len(frame)
         self._ready.set()
         if len(self._frames) * 2 >= self._max_frames or self._bytes * 2 >= self._max_bytes:
@@ -46,7 +49,7 @@ class Outbox:
         """Wait until the queue is at most half full (used by replay, never by fan-out)."""
         await self._room.wait()
 
-    async def take(self) -> list[str]:
+    async def take(self) -> list[tuple[str, str | None]]:
         """Everything queued, waiting until there is something (or the outbox closes).
         An empty list means: stop writing (closed or overflowed)."""
         while not self._frames and not (self.closed or self.overflowed):
@@ -64,6 +67,7 @@ class Outbox:
         self.closed = True
         self._ready.set()
         self._room.set()
+        self.done.set()
 
     def __len__(self) -> int:
         return len(self._frames)

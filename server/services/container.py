@@ -8,10 +8,12 @@ from server.auth import StaffAuth
 from server.clock import Clock
 from server.metrics import Metrics
 from server.passwords import PasswordHashing
+from server.patient_auth import PatientSessions
 from server.services.accounts import Accounts
 from server.services.keys import KeyRing
 from server.services.messaging import Messaging
 from server.services.patients import Patients
+from server.services.streams import Streams
 from server.settings import Settings
 from server.store.db import Database
 
@@ -28,6 +30,8 @@ class Services:
     accounts: Accounts
     patients: Patients
     messaging: Messaging
+    patient_sessions: PatientSessions
+    streams: Streams
 
 
 def build_services(settings: Settings, master_key: bytes, clock: Clock | None = None,
@@ -42,10 +46,13 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
     keyring = KeyRing(master, clock, settings.key_refresh_seconds)
     hashing = PasswordHashing(settings.password_hash_concurrency,
                               settings.password_hash_queue)
+    patients = Patients(db, keyring, clock, settings.default_region)
     return Services(
         settings=settings, clock=clock, db=db, metrics=metrics or Metrics(), keyring=keyring,
         hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master),
         accounts=Accounts(db, keyring, clock, hashing, settings.default_region),
-        patients=Patients(db, keyring, clock, settings.default_region),
+        patients=patients,
         messaging=Messaging(db, keyring, clock),
+        patient_sessions=PatientSessions(db, clock, settings),
+        streams=Streams(db, keyring, clock, patients),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -30,6 +30,28 @@ async def staff_session(conn: AsyncConnection, session_id: str) -> RowMapping | 
         .where(sessions.c.id == session_id, sessions.c.kind == "staff")
     )
     return (await conn.execute(query)).mappings().first()
+
+
+async def patient_session(conn: AsyncConnection, session_id: str) -> RowMapping | None:
+    return (await conn.execute(select(sessions).where(
+        sessions.c.id == session_id, sessions.c.kind == "patient"))).mappings().first()
+
+
+async def session_states(conn: AsyncConnection, session_ids: list[str]) -> list[RowMapping]:
+    """The rows of these sessions with whether their staff member (if any) is active."""
+    query = (
+        select(sessions.c.id, sessions.c.last_seen_at, sessions.c.expires_at,
+               sessions.c.ended_at, func.coalesce(staff.c.active, True).label("active"))
+        .outerjoin(staff, staff.c.id == sessions.c.staff_id)
+        .where(sessions.c.id.in_(session_ids))
+    )
+    return list((await conn.execute(query)).mappings().all())
+
+
+async def touch_many(conn: AsyncConnection, session_ids: list[str], now: datetime) -> None:
+    await conn.execute(update(sessions).where(sessions.c.id.in_(session_ids),
+                                              sessions.c.last_seen_at < now)
+                       .values(last_seen_at=now))
 
 
 async def touch(conn: AsyncConnection, session_id: str, now: datetime) -> None:

@@ -97,6 +97,7 @@ async def logout(request: Request) -> Response:
     services = _services(request)
     principal = await staff_principal(request)
     await services.auth.logout(principal, _actor(request, principal))
+    request.app.state.hub.end_session(principal.session_id)
     response = Response(status_code=204)
     cookies.clear_staff(response, services.settings)
     return response

@@ -24,3 +24,7 @@ def set_staff(response: Response, settings: Settings, token: str) -> None:
 def clear_staff(response: Response, settings: Settings) -> None:
     response.delete_cookie(staff_cookie_name(settings), path="/", httponly=True,
                            samesite="strict", secure=settings.secure_cookies)
+
+
+def patient_cookie_name(settings: Settings) -> str:
+    return "__Host-sc_patient" if settings.secure_cookies else "sc_patient"

@@ -1,0 +1,70 @@
+"""Patient sessions: bound to one conversation, with the same server-side rules as staff
+sessions (256-bit cookie value stored hashed; 15 min idle, 12 h absolute).
+
+The verification that opens one (secure link + date of birth) is the patient page's
+job (issue 5); this module opens and checks the session itself.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+
+from server import audit
+from server.audit import Actor
+from server.auth import TOUCH_EVERY, new_session_token, session_id, session_over
+from server.clock import Clock
+from server.errors import AppError, ErrorCode
+from server.settings import Settings
+from server.store import sessions as session_store
+from server.store.db import Database
+
+
+class PatientPrincipal(msgspec.Struct, frozen=True):
+    session_id: str
+    account_id: str
+    patient_id: str
+    conversation_id: str
+
+    def actor(self, ip: str | None = None, request_id: str | None = None) -> Actor:
+        return Actor("patient", self.patient_id, ip, request_id)
+
+
+class PatientSessions:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self._db = db
+        self._clock = clock
+        self._settings = settings
+
+    async def open(self, account_id: str, patient_id: str, conversation_id: str,
+                   actor: Actor) -> tuple[str, PatientPrincipal]:
+        """A new session for a verified patient; returns (cookie token, principal)."""
+        token, sid = new_session_token()
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await session_store.insert_session(
+                conn, id=sid, kind="patient", account_id=account_id, patient_id=patient_id,
+                conversation_id=conversation_id, created_at=now, last_seen_at=now,
+                expires_at=now + timedelta(seconds=self._settings.session_absolute_seconds))
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="patient.session_opened", object_type="conversation",
+                               object_id=conversation_id)
+        return token, PatientPrincipal(sid, account_id, patient_id, conversation_id)
+
+    async def authenticate(self, token: str | None, *, activity: bool = True
+                           ) -> PatientPrincipal:
+        """Raises AppError(unauthenticated) unless the token is a live patient session."""
+        if not token:
+            raise AppError(ErrorCode.UNAUTHENTICATED, "verify first")
+        sid = session_id(token)
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            row = await session_store.patient_session(conn, sid)
+        if row is None or session_over(row, now, self._settings):
+            raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; verify again")
+        if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
+            async with self._db.write() as conn:
+                await session_store.touch(conn, sid, now)
+        return PatientPrincipal(sid, row["account_id"], row["patient_id"],
+                                row["conversation_id"])

@@ -1,0 +1,163 @@
+"""What each client frame does: decode, limit, authorise, act, answer.
+
+Every refusal is an ``error`` frame with a code from the protocol's table, echoing the
+frame's ``ref`` and ``client_msg_id``; the connection lives on. Only ``send``,
+``subscribe``, ``typing`` and ``read`` count as user activity (pings do not: HIPAA
+automatic logoff counts what a person does, not what a browser does by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+from sqlalchemy.exc import DBAPIError
+
+from server.audit import Actor
+from server.clock import Clock
+from server.errors import AppError, ErrorCode
+from server.metrics import Metrics
+from server.protocol import (
+    Ack,
+    ErrorFrame,
+    Ping,
+    Pong,
+    Presence,
+    Read,
+    Send,
+    Sender,
+    SendRequest,
+    Subscribe,
+    Subscribed,
+    Typing,
+    Unsubscribe,
+    client_frame_decoder,
+)
+from server.realtime import events
+from server.realtime.connection import Connection
+from server.realtime.hub import Hub, encode
+from server.services.messaging import Messaging
+
+log = logging.getLogger("securechat.frames")
+
+
+class FrameHandler:
+    def __init__(self, hub: Hub, messaging: Messaging, clock: Clock, metrics: Metrics) -> None:
+        self._hub = hub
+        self._messaging = messaging
+        self._clock = clock
+        self._metrics = metrics
+
+    async def handle(self, conn: Connection, text: str, ip: str | None) -> None:
+        try:
+            frame = client_frame_decoder.decode(text)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            conn.push(encode(ErrorFrame(code=ErrorCode.INVALID_FRAME, message=str(exc))))
+            self._hub_metrics("invalid", "invalid")
+            return
+        kind = type(frame).__name__.lower()
+        client_msg_id = getattr(frame, "client_msg_id", None)
+        wait_ms = conn.bucket.take(time.monotonic())
+        if wait_ms:
+            conn.push(encode(ErrorFrame(code=ErrorCode.RATE_LIMITED, message="slow down",
+                                        retry_after_ms=wait_ms, client_msg_id=client_msg_id,
+                                        ref=frame.ref)))
+            self._hub_metrics(kind, "rate_limited")
+            return
+        try:
+            await self._dispatch(conn, frame, Actor(conn.role, conn.user_id, ip))
+            self._hub_metrics(kind, "ok")
+        except AppError as exc:
+            self._refuse(conn, frame, exc.code, exc.message, exc.retry_after_ms)
+            self._hub_metrics(kind, str(exc.code))
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            log.warning("store unavailable for a frame", extra={"reason": type(exc).__name__})
+            self._refuse(conn, frame, ErrorCode.UNAVAILABLE,
+                         "could not store it now; resend with the same client_msg_id")
+            self._hub_metrics(kind, "unavailable")
+
+    async def _dispatch(self, conn: Connection, frame, actor: Actor) -> None:
+        match frame:
+            case Ping():
+                conn.push(encode(Pong(ref=frame.ref)))
+            case Subscribe():
+                await self._subscribe(conn, frame, actor)
+            case Unsubscribe():
+                self._hub.unsubscribe(conn, frame.conversation_id)
+            case Send():
+                await self._send(conn, frame, actor)
+            case Typing():
+                await self._authorise(conn, frame.conversation_id)
+                conn.last_activity = self._clock.now()
+                if conn.typing.allow(frame.conversation_id, time.monotonic()):
+                    self._hub.publish(events.TypingEvent(
+                        self._hub.node_id, conn.account_id, frame.conversation_id,
+                        conn.role, conn.user_id, "" if conn.is_patient else conn.user_name))
+            case Read():
+                await self._read(conn, frame)
+
+    async def _subscribe(self, conn: Connection, frame: Subscribe, actor: Actor) -> None:
+        await self._authorise(conn, frame.conversation_id)
+        conn.last_activity = self._clock.now()
+        await self._hub.streams.audit_subscribe(conn.account_id, frame.conversation_id,
+                                                frame.after_seq, actor)
+        last_seq = await self._hub.subscribe(conn, frame.conversation_id, frame.after_seq)
+        conn.push(encode(Subscribed(conversation_id=frame.conversation_id, last_seq=last_seq,
+                                    ref=frame.ref)))
+        if not conn.is_patient:
+            conn.push(encode(Presence(
+                conversation_id=frame.conversation_id,
+                patient_online=self._hub.patient_online(frame.conversation_id))))
+
+    async def _send(self, conn: Connection, frame: Send, actor: Actor) -> None:
+        if conn.is_patient:
+            await self._authorise(conn, frame.conversation_id)
+        conn.last_activity = self._clock.now()
+        sender = Sender(conn.role, conn.user_id, conn.user_name)
+        result = await self._messaging.send(
+            conn.account_id, sender, frame.conversation_id,
+            SendRequest(frame.client_msg_id, frame.body, frame.secure), actor)
+        message = result.message
+        conn.push(encode(Ack(client_msg_id=message.client_msg_id, message_id=message.id,
+                             seq=message.seq, ref=frame.ref)))
+        if result.duplicate:
+            return
+        self._hub.publish(events.MessageEvent(
+            self._hub.node_id, conn.account_id, message.conversation_id, message.id,
+            message.seq, message.client_msg_id, message.direction, message.channel,
+            sender.kind, sender.id, "" if conn.is_patient else sender.name, result.envelope,
+            message.created_at, message.status, result.inbound_count))
+
+    async def _read(self, conn: Connection, frame: Read) -> None:
+        await self._authorise(conn, frame.conversation_id)
+        conn.last_activity = self._clock.now()
+        reader = Sender(conn.role, conn.user_id, conn.user_name)
+        inbound_seen, changed, at = await self._hub.streams.mark_read(
+            frame.conversation_id, reader, frame.seq)
+        node = self._hub.node_id
+        self._hub.publish(events.ReadEvent(
+            node, conn.account_id, frame.conversation_id, frame.seq, conn.role, conn.user_id,
+            "" if conn.is_patient else conn.user_name, inbound_seen))
+        for message_id in changed:
+            self._hub.publish(events.StatusEvent(node, conn.account_id, frame.conversation_id,
+                                                 message_id, "read", at))
+
+    async def _authorise(self, conn: Connection, conversation_id: str) -> None:
+        """A patient follows only its own conversation; staff only their account's.
+        Checked on every frame that names a conversation (cached after the first)."""
+        if conn.is_patient:
+            if conversation_id != conn.conversation_id:
+                raise AppError(ErrorCode.FORBIDDEN, "not your conversation")
+            return
+        if await self._hub.streams.summary(conn.account_id, conversation_id) is None:
+            raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
+
+    def _refuse(self, conn: Connection, frame, code: ErrorCode, message: str,
+                retry_after_ms: int | None = None) -> None:
+        conn.push(encode(ErrorFrame(code=code, message=message, retry_after_ms=retry_after_ms,
+                                    client_msg_id=getattr(frame, "client_msg_id", None),
+                                    ref=frame.ref)))
+
+    def _hub_metrics(self, kind: str, outcome: str) -> None:
+        self._metrics.ws_frames_in.labels(kind, outcome).inc()

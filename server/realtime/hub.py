@@ -1,0 +1,505 @@
+"""The hub: this node's sockets, the conversation streams they follow, and fan-out.
+
+Delivery rules (docs/protocol.md, "Ordering and resume"):
+
+* A message reaches a node as an event, from this node (delivered locally at once) or
+  from the broker. One dispatcher task handles events in order, so per conversation the
+  node delivers ``seq`` n+1 only after n: a jump shows a lost publication, and the gap
+  is read from the store before going on. A stream position sync every
+  ``sync_interval_seconds`` (and whenever the broker comes back) repairs the last lost
+  publication too, and carries delivery while the broker is down.
+* Each message is decrypted and encoded once per node; every socket gets the same
+  string. Fan-out never waits: sockets that cannot keep up are closed (4408).
+* ``subscribe`` registers the socket before reading the store, buffers live messages
+  while it replays, then drops what the replay already sent: no hole, no duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+
+from server.auth import session_over
+from server.brokers.base import (
+    CONTROL_CHANNEL,
+    Broker,
+    BrokerUnavailable,
+    account_channel,
+)
+from server.clock import Clock, rfc3339
+from server.metrics import Metrics
+from server.protocol import (
+    ConversationUpdate,
+    Message,
+    Presence,
+    ReadNotice,
+    Sender,
+    Status,
+    TypingNotice,
+    frame_encoder,
+)
+from server.realtime import events
+from server.realtime.connection import Connection, Subscription
+from server.services.streams import Streams
+from server.settings import Settings
+
+log = logging.getLogger("securechat.hub")
+
+REPLAY_PAGE = 200  # messages per store read during replay and gap fill
+SYNC_BATCH = 500  # conversations per position query
+PRESENCE_REFRESH = 20.0  # seconds between re-announcing this node's online patients
+PRESENCE_TTL = 3 * PRESENCE_REFRESH  # a node silent this long is taken as gone
+DELIVERED_FLUSH = 0.05  # seconds: delivered marks are written in batches this often
+EVENT_QUEUE = 100_000  # events waiting for the dispatcher; beyond it the sync repairs
+
+
+def encode(frame: msgspec.Struct) -> str:
+    return frame_encoder.encode(frame).decode()
+
+
+@dataclass(slots=True, eq=False)
+class Stream:
+    """A conversation followed by at least one socket on this node."""
+
+    account_id: str
+    last_seq: int
+    subscribers: set[Connection] = field(default_factory=set)
+
+
+@dataclass(slots=True, frozen=True)
+class Fill:
+    """Read a stream's messages up to ``upto`` from the store (position sync)."""
+
+    conversation_id: str
+    upto: int
+
+
+class Hub:
+    def __init__(self, *, streams: Streams, broker: Broker, settings: Settings, clock: Clock,
+                 metrics: Metrics, node_id: str) -> None:
+        self.streams = streams
+        self.broker = broker
+        self.node_id = node_id
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._by_account: dict[str, set[Connection]] = defaultdict(set)
+        self._by_session: dict[str, set[Connection]] = defaultdict(set)
+        self._streams: dict[str, Stream] = {}
+        self._stream_lock = asyncio.Lock()
+        self._queue: asyncio.Queue[events.AnyEvent | Fill] = asyncio.Queue(EVENT_QUEUE)
+        self._local_online: Counter[str] = Counter()  # conversation -> patient sockets here
+        self._remote_online: dict[str, dict[str, float]] = defaultdict(dict)  # conv->node->until
+        self._delivered: list[str] = []
+        self._sync_now = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start(self)
+        self._tasks = [asyncio.create_task(loop(), name=f"hub-{loop.__name__}") for loop in (
+            self._dispatch_loop, self._sync_loop, self._session_loop, self._presence_loop,
+            self._delivered_loop)]
+
+    async def stop(self) -> None:
+        for conn in self.connections():
+            conn.close(1012, "server restarting; reconnect")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broker.close()
+
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self._by_account.values() for conn in conns]
+
+    # --- sockets ---------------------------------------------------------------------------
+
+    async def attach(self, conn: Connection) -> None:
+        """Register a socket; its account's channel is followed while it has sockets."""
+        first = not self._by_account[conn.account_id]
+        self._by_account[conn.account_id].add(conn)
+        self._by_session[conn.session_id].add(conn)
+        self._metrics.ws_connections.inc()
+        if first:
+            await self.broker.subscribe(account_channel(conn.account_id))
+        if conn.is_patient:
+            assert conn.conversation_id is not None
+            self._local_online[conn.conversation_id] += 1
+            if self._local_online[conn.conversation_id] == 1:
+                self._publish_presence(conn.account_id, conn.conversation_id, True)
+        else:
+            conn.read_seen = await self.streams.read_positions(conn.user_id)
+
+    async def detach(self, conn: Connection) -> None:
+        if conn not in self._by_account.get(conn.account_id, ()):
+            return
+        self._metrics.ws_connections.dec()
+        for conversation_id in list(conn.subscriptions):
+            self.unsubscribe(conn, conversation_id)
+        self._by_session[conn.session_id].discard(conn)
+        if not self._by_session[conn.session_id]:
+            del self._by_session[conn.session_id]
+        self._by_account[conn.account_id].discard(conn)
+        if conn.is_patient and conn.conversation_id is not None:
+            self._local_online[conn.conversation_id] -= 1
+            if self._local_online[conn.conversation_id] <= 0:
+                del self._local_online[conn.conversation_id]
+                self._publish_presence(conn.account_id, conn.conversation_id, False)
+        if not self._by_account[conn.account_id]:
+            del self._by_account[conn.account_id]
+            with contextlib.suppress(Exception):
+                await self.broker.unsubscribe(account_channel(conn.account_id))
+
+    async def subscribe(self, conn: Connection, conversation_id: str, after_seq: int) -> int:
+        """Replay the stored messages after ``after_seq`` to ``conn``, then go live.
+        Returns the position the replay reached (the ``subscribed`` frame's last_seq)."""
+        stream = await self._open_stream(conn.account_id, conversation_id)
+        sub = conn.subscriptions.get(conversation_id)
+        if sub is not None:  # a re-subscribe restarts the replay from the new position
+            self.unsubscribe(conn, conversation_id)
+        sub = conn.subscriptions[conversation_id] = Subscription(after_seq)
+        stream.subscribers.add(conn)
+        while True:
+            page = await self.streams.replay(conn.account_id, conversation_id, sub.last_seq,
+                                             REPLAY_PAGE)
+            for message in page:
+                if conn.close_code is not None:
+                    return sub.last_seq
+                await conn.outbox.wait_for_room()
+                if conn.may_see(message.channel):
+                    conn.push(encode(message), _delivered_id(conn, message))
+                sub.last_seq = message.seq
+            if len(page) < REPLAY_PAGE:
+                break
+        # No await from here on: live frames queued meanwhile follow without a seam.
+        if not page and after_seq > stream.last_seq >= 0 and sub.last_seq > stream.last_seq:
+            sub.last_seq = stream.last_seq  # the client claims more than exists: reset it
+        sub.replaying = False
+        for seq, frame, delivered_id in sub.pending:
+            if seq > sub.last_seq:
+                sub.last_seq = seq
+                if frame:
+                    conn.push(frame, delivered_id)
+        sub.pending.clear()
+        return sub.last_seq
+
+    def unsubscribe(self, conn: Connection, conversation_id: str) -> None:
+        conn.subscriptions.pop(conversation_id, None)
+        stream = self._streams.get(conversation_id)
+        if stream is not None:
+            stream.subscribers.discard(conn)
+            if not stream.subscribers:
+                del self._streams[conversation_id]
+
+    def patient_online(self, conversation_id: str) -> bool:
+        if self._local_online.get(conversation_id):
+            return True
+        now = time.monotonic()
+        return any(until > now for until in self._remote_online.get(conversation_id, {}).values())
+
+    async def _open_stream(self, account_id: str, conversation_id: str) -> Stream:
+        async with self._stream_lock:
+            stream = self._streams.get(conversation_id)
+            if stream is None:
+                # The account channel is already followed (attach), so every message
+                # committed after this read reaches us as an event.
+                positions = await self.streams.positions([conversation_id])
+                stream = Stream(account_id, positions.get(conversation_id, 0))
+                self._streams[conversation_id] = stream
+            return stream
+
+    # --- publishing ------------------------------------------------------------------------
+
+    def publish(self, event: events.AnyEvent) -> None:
+        """Deliver on this node now, and to the other nodes through the broker. A broker
+        failure loses nothing: the other nodes' position sync reads the store."""
+        self._enqueue(event)
+        channel = CONTROL_CHANNEL if isinstance(event, events.SessionEnded) else \
+            account_channel(event.account_id)
+        try:
+            self.broker.publish(channel, events.encode(event))
+        except BrokerUnavailable:
+            self._metrics.broker_publish_failures.inc()
+
+    def end_session(self, session_id: str) -> None:
+        """Close this session's sockets on every node (logout, deactivation)."""
+        self.publish(events.SessionEnded(self.node_id, session_id))
+
+    def delivered(self, message_ids: Iterable[str]) -> None:
+        """Messages a patient socket has been sent; marked ``delivered`` in a batch."""
+        self._delivered.extend(message_ids)
+
+    def _publish_presence(self, account_id: str, conversation_id: str, online: bool) -> None:
+        self.publish(events.PresenceEvent(self.node_id, account_id, conversation_id, online))
+
+    # --- the broker's handler --------------------------------------------------------------
+
+    def on_publication(self, channel: str, payload: bytes) -> None:
+        try:
+            event = events.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("undecodable publication", extra={"event": channel})
+            return
+        if event.node != self.node_id:
+            self._enqueue(event)
+
+    def on_broker_state(self, up: bool) -> None:
+        self._metrics.broker_up.set(1 if up else 0)
+        if up:  # publications may have been lost while it was down
+            self._sync_now.set()
+            for conversation_id in self._local_online:
+                account = next(iter(self._patient_conns(conversation_id)), None)
+                if account is not None:
+                    self._publish_presence(account.account_id, conversation_id, True)
+
+    def _enqueue(self, item: events.AnyEvent | Fill) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self._metrics.events_shed.inc()  # the position sync will repair it
+
+    # --- the dispatcher --------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._dispatch(item)
+            except Exception:
+                log.exception("dispatch failed", extra={"event": type(item).__name__})
+
+    async def _dispatch(self, item: events.AnyEvent | Fill) -> None:
+        match item:
+            case events.MessageEvent():
+                await self._on_message(item)
+            case Fill(conversation_id=conversation_id, upto=upto):
+                stream = self._streams.get(conversation_id)
+                if stream is not None and upto > stream.last_seq:
+                    await self._fill(conversation_id, stream, upto)
+            case events.StatusEvent():
+                frame = encode(Status(conversation_id=item.conversation_id,
+                                      message_id=item.message_id, status=item.status,
+                                      at=item.at, error_code=item.error_code))
+                for conn in self._subscribers(item.conversation_id):
+                    self._push(conn, frame)
+            case events.TypingEvent():
+                await self._relay(item, item.sender_kind, item.sender_id, item.sender_name,
+                                  lambda who: TypingNotice(conversation_id=item.conversation_id,
+                                                           sender=who))
+            case events.ReadEvent():
+                await self._on_read(item)
+            case events.PresenceEvent():
+                self._on_presence(item)
+            case events.SessionEnded():
+                for conn in list(self._by_session.get(item.session_id, ())):
+                    conn.close(4401, "session ended")
+
+    async def _on_message(self, event: events.MessageEvent) -> None:
+        stream = self._streams.get(event.conversation_id)
+        staff = [c for c in self._by_account.get(event.account_id, ()) if not c.is_patient]
+        if staff:
+            await self._inbox_update(event, staff)
+        if stream is None or event.seq <= stream.last_seq:
+            return
+        if event.seq > stream.last_seq + 1:  # a publication was lost: read the gap
+            await self._fill(event.conversation_id, stream, event.seq - 1)
+            if event.seq <= stream.last_seq:
+                return
+        message = await self.streams.from_event(event)
+        if message is not None:
+            self._fan_out(stream, message)
+            self._metrics.fanout_latency.observe(
+                max(0.0, (self._clock.now() - _parse(event.created_at)).total_seconds()))
+        stream.last_seq = event.seq
+
+    async def _fill(self, conversation_id: str, stream: Stream, upto: int) -> None:
+        while stream.last_seq < upto:
+            page = await self.streams.replay(stream.account_id, conversation_id,
+                                             stream.last_seq, REPLAY_PAGE, upto)
+            if not page:
+                return
+            self._metrics.gap_fills.inc(len(page))
+            for message in page:
+                self._fan_out(stream, message)
+                stream.last_seq = message.seq
+
+    def _fan_out(self, stream: Stream, message: Message) -> None:
+        """Encode once; offer the same string to every follower."""
+        frame = encode(message)
+        for conn in list(stream.subscribers):
+            conn.deliver(message.conversation_id, message.seq, frame, message.channel,
+                         _delivered_id(conn, message))
+            self._drop_if_closed(conn)
+
+    async def _inbox_update(self, event: events.MessageEvent, staff: list[Connection]) -> None:
+        summary = await self.streams.summary(event.account_id, event.conversation_id)
+        if summary is None:
+            return
+        frames: dict[int, str] = {}
+        for conn in staff:
+            unread = max(0, event.inbound_count - conn.read_seen.get(event.conversation_id, 0))
+            if unread not in frames:
+                frames[unread] = encode(ConversationUpdate(
+                    id=event.conversation_id, patient=summary,
+                    last_activity_at=event.created_at, last_seq=event.seq, unread=unread))
+            self._push(conn, frames[unread])
+
+    async def _on_read(self, event: events.ReadEvent) -> None:
+        if event.reader_kind == "staff":
+            for conn in self._by_account.get(event.account_id, ()):
+                if conn.user_id == event.reader_id:
+                    seen = conn.read_seen.get(event.conversation_id, 0)
+                    conn.read_seen[event.conversation_id] = max(seen, event.inbound_seen)
+        await self._relay(event, event.reader_kind, event.reader_id, event.reader_name,
+                          lambda who: ReadNotice(conversation_id=event.conversation_id,
+                                                 seq=event.seq, reader=who))
+
+    async def _relay(self, event, kind: str, user_id: str, name: str, build) -> None:
+        """Typing and read notices go to the conversation's other followers."""
+        if kind == "patient":
+            summary = await self.streams.summary(event.account_id, event.conversation_id)
+            name = summary.display_name if summary is not None else ""
+        frame = encode(build(Sender(kind, user_id, name)))
+        for conn in self._subscribers(event.conversation_id):
+            if conn.user_id != user_id:
+                self._push(conn, frame)
+
+    def _on_presence(self, event: events.PresenceEvent) -> None:
+        was = self.patient_online(event.conversation_id)
+        nodes = self._remote_online[event.conversation_id]
+        if event.online:
+            nodes[event.node] = time.monotonic() + PRESENCE_TTL
+        else:
+            nodes.pop(event.node, None)
+        if not nodes:
+            del self._remote_online[event.conversation_id]
+        now = self.patient_online(event.conversation_id)
+        if now != was or event.node == self.node_id:
+            self._announce_presence(event.account_id, event.conversation_id, now)
+
+    def _announce_presence(self, account_id: str, conversation_id: str, online: bool) -> None:
+        frame = encode(Presence(conversation_id=conversation_id, patient_online=online))
+        for conn in list(self._by_account.get(account_id, ())):
+            if not conn.is_patient:
+                self._push(conn, frame)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _subscribers(self, conversation_id: str) -> list[Connection]:
+        stream = self._streams.get(conversation_id)
+        return [c for c in stream.subscribers if not c.subscriptions[conversation_id]
+                .replaying] if stream is not None else []
+
+    def _patient_conns(self, conversation_id: str) -> list[Connection]:
+        return [c for conns in self._by_account.values() for c in conns
+                if c.conversation_id == conversation_id]
+
+    def _push(self, conn: Connection, frame: str) -> None:
+        conn.push(frame)
+        self._drop_if_closed(conn)
+
+    def _drop_if_closed(self, conn: Connection) -> None:
+        """A socket closed for being slow stops receiving at once (its endpoint detaches
+        it fully once the socket is gone)."""
+        if conn.close_code == 4408:
+            for conversation_id in list(conn.subscriptions):
+                self.unsubscribe(conn, conversation_id)
+
+    # --- background loops ------------------------------------------------------------------
+
+    async def _sync_loop(self) -> None:
+        """Compare stream positions with the store; read whatever was not published."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_now.wait(),
+                                       self._settings.sync_interval_seconds)
+            self._sync_now.clear()
+            ids = list(self._streams)
+            for start in range(0, len(ids), SYNC_BATCH):
+                try:
+                    positions = await self.streams.positions(ids[start:start + SYNC_BATCH])
+                except Exception:
+                    log.warning("position sync failed", extra={"count": len(ids)})
+                    break
+                for conversation_id, last_seq in positions.items():
+                    stream = self._streams.get(conversation_id)
+                    if stream is not None and last_seq > stream.last_seq:
+                        self._enqueue(Fill(conversation_id, last_seq))
+
+    async def _session_loop(self) -> None:
+        """Record sockets' user activity and close those whose session is over."""
+        while True:
+            await asyncio.sleep(self._settings.ws_session_check_seconds)
+            with contextlib.suppress(Exception):
+                await self.check_sessions()
+
+    async def check_sessions(self) -> None:
+        active = {c.session_id for c in self.connections() if c.last_activity is not None}
+        if active:
+            await self.streams.touch_sessions(sorted(active))
+            for conn in self.connections():
+                conn.last_activity = None
+        ids = list(self._by_session)
+        now = self._clock.now()
+        for start in range(0, len(ids), SYNC_BATCH):
+            states = await self.streams.session_states(ids[start:start + SYNC_BATCH])
+            for session_id in ids[start:start + SYNC_BATCH]:
+                row = states.get(session_id)
+                if row is None or not row["active"] or session_over(row, now, self._settings):
+                    for conn in list(self._by_session.get(session_id, ())):
+                        conn.close(4401, "session expired; sign in again")
+
+    async def _presence_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PRESENCE_REFRESH)
+            for conversation_id in list(self._local_online):
+                conns = self._patient_conns(conversation_id)
+                if conns:
+                    self._publish_presence(conns[0].account_id, conversation_id, True)
+            now = time.monotonic()
+            for conversation_id, nodes in list(self._remote_online.items()):
+                for node, until in list(nodes.items()):
+                    if until <= now:
+                        del nodes[node]
+                if not nodes:
+                    del self._remote_online[conversation_id]
+
+    async def _delivered_loop(self) -> None:
+        while True:
+            await asyncio.sleep(DELIVERED_FLUSH)
+            if not self._delivered:
+                continue
+            ids, self._delivered = self._delivered, []
+            try:
+                changed = await self.streams.mark_delivered(ids)
+            except Exception:
+                log.warning("delivered marks not stored", extra={"count": len(ids)})
+                continue
+            at = rfc3339(self._clock.now())
+            for message_id, conversation_id, account_id in changed:
+                self.publish(events.StatusEvent(self.node_id, account_id, conversation_id,
+                                                message_id, "delivered", at))
+
+
+def _parse(moment: str) -> datetime:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
+
+
+def _delivered_id(conn: Connection, message: Message) -> str | None:
+    """A secure message to the patient, sent to the patient's own socket: once written,
+    it is ``delivered``."""
+    if (conn.is_patient and message.direction == "outbound" and message.channel == "secure"
+            and message.status in ("sent", "notified")):
+        return message.id
+    return None

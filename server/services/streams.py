@@ -1,0 +1,153 @@
+"""What the real-time hub asks of the store: authorisation of a conversation, replay and
+gap-fill pages, stream positions, read pointers and delivery state.
+
+Bodies are decrypted here, once per node per message; patient summaries (names are PHI,
+stored encrypted) are decrypted once per conversation and cached.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from server import audit, crypto, phones
+from server.audit import Actor
+from server.clock import Clock, rfc3339
+from server.errors import AppError, ErrorCode
+from server.protocol import Message, PatientSummary, Sender
+from server.realtime.events import MessageEvent
+from server.services.keys import KeyRing
+from server.services.patients import Patients
+from server.store import patients as patient_store
+from server.store import sessions as session_store
+from server.store import streams as stream_store
+from server.store.db import Database
+
+# Patient summaries kept decrypted in memory; a clinic's active threads fit many times.
+SUMMARY_CACHE = 10_000
+# Status frames sent for one ``read``; beyond that the ``read`` frame itself says it all.
+MAX_READ_STATUS = 200
+
+
+class Streams:
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, patients: Patients):
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self._patients = patients
+        self._summaries: OrderedDict[str, tuple[str, PatientSummary]] = OrderedDict()
+
+    async def summary(self, account_id: str, conversation_id: str) -> PatientSummary | None:
+        """The conversation's patient, or None when it is not in this account."""
+        cached = self._summaries.get(conversation_id)
+        if cached is not None:
+            self._summaries.move_to_end(conversation_id)
+            return cached[1] if cached[0] == account_id else None
+        async with self._db.read() as conn:
+            row = await patient_store.conversation(conn, account_id, conversation_id)
+            if row is None:
+                return None
+            name, phone = await self._patients.decrypt_identity(
+                conn, account_id, row["patient_id"], row["name_enc"], row["phone_enc"])
+        summary = PatientSummary(row["patient_id"], name, phones.mask(phone))
+        self._summaries[conversation_id] = (account_id, summary)
+        if len(self._summaries) > SUMMARY_CACHE:
+            self._summaries.popitem(last=False)
+        return summary
+
+    async def replay(self, account_id: str, conversation_id: str, after_seq: int,
+                     limit: int, upto_seq: int | None = None) -> list[Message]:
+        """Stored messages after ``after_seq``, oldest first, decrypted."""
+        summary = await self.summary(account_id, conversation_id)
+        if summary is None:
+            return []
+        async with self._db.read() as conn:
+            rows = await stream_store.messages_after(conn, conversation_id, after_seq, limit,
+                                                     upto_seq)
+        return [await self._message(row, summary) for row in rows]
+
+    async def audit_subscribe(self, account_id: str, conversation_id: str, after_seq: int,
+                              actor: Actor) -> None:
+        """A subscription reads PHI (its replay): audited once, before any is sent."""
+        async with self._db.write() as conn:
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="conversation.subscribed", object_type="conversation",
+                               object_id=conversation_id, details={"after_seq": after_seq})
+
+    async def from_event(self, event: MessageEvent) -> Message | None:
+        """The message of a publication, decrypted; None if the conversation is unknown."""
+        summary = await self.summary(event.account_id, event.conversation_id)
+        if summary is None:
+            return None
+        name = event.sender_name if event.sender_kind == "staff" else summary.display_name
+        context = crypto.message_body_context(event.account_id, event.conversation_id,
+                                              event.id, f"{event.sender_kind}:{event.sender_id}")
+        try:
+            body = await self._keyring.open_with(self._db, event.account_id, event.body_enc,
+                                                 context)
+        except crypto.DecryptError as exc:
+            await audit.record_integrity_failure(
+                self._db, self._clock, stream=event.account_id, object_type="message",
+                object_id=event.id, reason=str(exc))
+            return None
+        return Message(conversation_id=event.conversation_id, id=event.id, seq=event.seq,
+                       client_msg_id=event.client_msg_id, direction=event.direction,
+                       channel=event.channel, sender=Sender(event.sender_kind, event.sender_id,
+                                                            name),
+                       body=body, created_at=event.created_at, status=event.status)
+
+    async def _message(self, row, summary: PatientSummary) -> Message:
+        context = crypto.message_body_context(row["account_id"], row["conversation_id"],
+                                              row["id"],
+                                              f"{row['sender_kind']}:{row['sender_id']}")
+        try:
+            body = await self._keyring.open_with(self._db, row["account_id"],
+                                                 row["body_enc"], context)
+        except crypto.DecryptError as exc:
+            await audit.record_integrity_failure(
+                self._db, self._clock, stream=row["account_id"], object_type="message",
+                object_id=row["id"], reason=str(exc))
+            raise AppError(ErrorCode.DATA_INTEGRITY,
+                           "a stored message failed its integrity check; "
+                           "the incident was recorded") from exc
+        name = row["staff_name"] if row["sender_kind"] == "staff" else summary.display_name
+        return Message(conversation_id=row["conversation_id"], id=row["id"], seq=row["seq"],
+                       client_msg_id=row["client_msg_id"], direction=row["direction"],
+                       channel=row["channel"],
+                       sender=Sender(row["sender_kind"], row["sender_id"], name or ""),
+                       body=body, created_at=rfc3339(row["created_at"]), status=row["status"])
+
+    async def positions(self, conversation_ids: Sequence[str]) -> dict[str, int]:
+        async with self._db.read() as conn:
+            return await stream_store.positions(conn, conversation_ids)
+
+    async def read_positions(self, reader_id: str) -> dict[str, int]:
+        async with self._db.read() as conn:
+            return await stream_store.read_positions(conn, reader_id)
+
+    async def mark_read(self, conversation_id: str, reader: Sender, seq: int
+                        ) -> tuple[int, list[str], str]:
+        """Record that ``reader`` has read up to ``seq``; the other side's secure messages
+        up to it become ``read``. Returns (inbound_seen, changed message ids, time)."""
+        # Staff read inbound messages; a patient reads outbound ones.
+        other_side = "inbound" if reader.kind == "staff" else "outbound"
+        async with self._db.write() as conn:
+            inbound_seen = await stream_store.inbound_upto(conn, conversation_id, seq)
+            await stream_store.advance_read_pointer(conn, conversation_id, reader.id,
+                                                    reader.kind, seq, inbound_seen)
+            changed = await stream_store.mark_read(conn, conversation_id, seq, other_side,
+                                                   MAX_READ_STATUS)
+        return inbound_seen, [row["id"] for row in changed], rfc3339(self._clock.now())
+
+    async def mark_delivered(self, message_ids: Sequence[str]) -> list:
+        async with self._db.write() as conn:
+            return await stream_store.mark_delivered(conn, message_ids)
+
+    async def session_states(self, session_ids: Sequence[str]) -> dict:
+        async with self._db.read() as conn:
+            rows = await session_store.session_states(conn, list(session_ids))
+        return {row["id"]: row for row in rows}
+
+    async def touch_sessions(self, session_ids: Sequence[str]) -> None:
+        async with self._db.write() as conn:
+            await session_store.touch_many(conn, list(session_ids), self._clock.now())
