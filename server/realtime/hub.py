@@ -182,9 +182,11 @@ class Hub:
                 sub.last_seq = message.seq
             if len(page) < REPLAY_PAGE:
                 break
+        if sub.last_seq == after_seq > 0:  # nothing replayed: is the client ahead of us?
+            stored = (await self.streams.positions([conversation_id])).get(conversation_id, 0)
+            if after_seq > stored:  # e.g. a restored database: tell it the real position
+                sub.last_seq = stored
         # No await from here on: live frames queued meanwhile follow without a seam.
-        if not page and after_seq > stream.last_seq >= 0 and sub.last_seq > stream.last_seq:
-            sub.last_seq = stream.last_seq  # the client claims more than exists: reset it
         sub.replaying = False
         for seq, frame, delivered_id in sub.pending:
             if seq > sub.last_seq:

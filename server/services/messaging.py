@@ -61,7 +61,8 @@ class Messaging:
             direction, channel = "outbound", "secure" if request.secure else "sms"
         else:
             direction, channel = "inbound", "secure"
-        # SMS waits in the queue for the SMS bridge; Secure Chat is delivered by the hub.
+        # The SMS bridge's seam: an SMS is stored ``queued`` in this same transaction and
+        # the bridge (issue 4) sends it from there; Secure Chat is delivered by the hub.
         status = "queued" if channel == "sms" else "sent"
         message_id = str(uuid.uuid4())
         now = self._clock.now()
