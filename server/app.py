@@ -20,10 +20,16 @@ from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
 from server.realtime.frames import FrameHandler
 from server.realtime.hub import Hub
+from server.realtime.sending import Sending
 from server.services.container import build_services
 from server.settings import Settings
+from server.sms.base import SmsProvider
+from server.sms.inbound import InboundSms
+from server.sms.simulator import SimulatorProvider
+from server.sms.twilio import SignatureChecker, TwilioProvider
+from server.sms.worker import OutboxWorker
 from server.store.migrate import check_current
-from server.web import api, health, ws
+from server.web import api, dev, health, webhooks, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
@@ -38,7 +44,7 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, master_key, clock, metrics)
-        hub = None
+        hub = worker = None
         try:
             await check_current(services.db)
             hub = Hub(streams=services.streams,
@@ -46,22 +52,55 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                       settings=settings, clock=services.clock, metrics=metrics,
                       node_id=secrets.token_hex(4))
             await hub.start()
+            provider = _sms_provider(settings, services)
+            worker = OutboxWorker(db=services.db, keyring=services.keyring,
+                                  clock=services.clock, settings=settings, provider=provider,
+                                  metrics=metrics, publish=hub.publish, node_id=hub.node_id)
+            worker.start()
             app.state.services = services
             app.state.hub = hub
-            app.state.frames = FrameHandler(hub, services.messaging, services.clock, metrics)
+            app.state.sms_provider = provider
+            app.state.sms_worker = worker
+            app.state.sms_inbound = InboundSms(
+                db=services.db, clock=services.clock, messaging=services.messaging,
+                patients=services.patients, default_region=settings.default_region,
+                publish=hub.publish, node_id=hub.node_id)
+            if settings.sms_provider == "twilio":
+                assert settings.twilio_auth_token is not None
+                app.state.twilio_signatures = SignatureChecker(settings.twilio_auth_token)
+            app.state.sending = Sending(hub, services.messaging, worker, metrics)
+            app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
             yield
         finally:
+            if worker is not None:
+                await worker.stop()
             if hub is not None:
                 await hub.stop()
             await services.db.close()
 
+    routes = [*health.routes, *api.routes, *ws.routes]
+    if settings.sms_provider == "twilio":
+        routes += webhooks.routes
+    elif settings.demo:
+        routes += dev.routes
     return Starlette(
-        routes=[*health.routes, *api.routes, *ws.routes],
+        routes=routes,
         middleware=[Middleware(EdgeMiddleware, allowed_origins=settings.origins,
                                metrics=metrics)],
         exception_handlers={AppError: _app_error, Exception: _unexpected},
         lifespan=lifespan,
     )
+
+
+def _sms_provider(settings: Settings, services) -> SmsProvider:
+    if settings.sms_provider == "twilio":
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        return TwilioProvider(account_sid=settings.twilio_account_sid,
+                              auth_token=settings.twilio_auth_token,
+                              api_base=settings.twilio_api_base,
+                              status_callback=settings.public_url.rstrip("/")
+                              + "/sms/twilio/status")
+    return SimulatorProvider(services.db, services.keyring, services.clock)
 
 
 async def _app_error(request: Request, exc: Exception) -> Response:

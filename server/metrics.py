@@ -55,6 +55,10 @@ class Metrics:
             "securechat_events_shed", "Events dropped because the dispatcher queue was full",
             registry=self.registry)
 
+        self.sms_results = Counter(
+            "securechat_sms_results", "Outbox send attempts by result (sent, retry, failed)",
+            ["result"], registry=self.registry)
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, f"{status // 100}xx").inc()
         self.http_latency.labels(route).observe(seconds)

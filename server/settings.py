@@ -64,6 +64,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     sync_interval_seconds: float = 5.0
     # How often live sockets' sessions are re-checked (idle, absolute, logout, disable).
     ws_session_check_seconds: float = 15.0
+    # SMS outbox retries: exponential backoff from this base (seconds, full jitter,
+    # capped at 5 min) for at most this many attempts (8 ≈ 4 min of retries at 2 s).
+    sms_retry_base_seconds: float = 2.0
+    sms_max_attempts: int = 8
+    # At most one "you have a secure message" SMS per conversation in this window while
+    # earlier ones are unread (issue 4: 10 minutes).
+    notify_window_seconds: int = 600
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Set by `securechat demo` only: creates the master key file and enables dev pages.
     demo: bool = False

@@ -37,15 +37,15 @@ from server.protocol import (
 from server.realtime import events
 from server.realtime.connection import Connection
 from server.realtime.hub import Hub, encode
-from server.services.messaging import Messaging
+from server.realtime.sending import Sending
 
 log = logging.getLogger("securechat.frames")
 
 
 class FrameHandler:
-    def __init__(self, hub: Hub, messaging: Messaging, clock: Clock, metrics: Metrics) -> None:
+    def __init__(self, hub: Hub, sending: Sending, clock: Clock, metrics: Metrics) -> None:
         self._hub = hub
-        self._messaging = messaging
+        self._sending = sending
         self._clock = clock
         self._metrics = metrics
 
@@ -115,19 +115,12 @@ class FrameHandler:
             await self._authorise(conn, frame.conversation_id)
         conn.last_activity = self._clock.now()
         sender = Sender(conn.role, conn.user_id, conn.user_name)
-        result = await self._messaging.send(
+        result = await self._sending.send(
             conn.account_id, sender, frame.conversation_id,
             SendRequest(frame.client_msg_id, frame.body, frame.secure), actor)
         message = result.message
         conn.push(encode(Ack(client_msg_id=message.client_msg_id, message_id=message.id,
                              seq=message.seq, ref=frame.ref)))
-        if result.duplicate:
-            return
-        self._hub.publish(events.MessageEvent(
-            self._hub.node_id, conn.account_id, message.conversation_id, message.id,
-            message.seq, message.client_msg_id, message.direction, message.channel,
-            sender.kind, sender.id, "" if conn.is_patient else sender.name, result.envelope,
-            message.created_at, message.status, result.inbound_count))
 
     async def _read(self, conn: Connection, frame: Read) -> None:
         await self._authorise(conn, frame.conversation_id)

@@ -15,6 +15,7 @@ from server.services.messaging import Messaging
 from server.services.patients import Patients
 from server.services.streams import Streams
 from server.settings import Settings
+from server.sms.outbox import SmsOutbox
 from server.store.db import Database
 
 
@@ -52,7 +53,8 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
         hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master),
         accounts=Accounts(db, keyring, clock, hashing, settings.default_region),
         patients=patients,
-        messaging=Messaging(db, keyring, clock),
+        messaging=Messaging(db, keyring, clock, SmsOutbox(
+            keyring, clock, settings.public_url, settings.notify_window_seconds)),
         patient_sessions=PatientSessions(db, clock, settings),
         streams=Streams(db, keyring, clock, patients),
     )

@@ -19,9 +19,12 @@ from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.protocol import HistoryPage, Message, Sender, SendRequest
 from server.services.keys import KeyRing
+from server.sms import keywords
+from server.sms.outbox import HELP_REPLY, SmsOutbox
 from server.store import accounts as account_store
 from server.store import messages as message_store
 from server.store import patients as patient_store
+from server.store import sms as sms_store
 from server.store.db import Database
 
 MAX_HISTORY_PAGE = 200
@@ -37,22 +40,27 @@ class SendResult(msgspec.Struct, frozen=True):
 
 
 class Messaging:
-    def __init__(self, db: Database, keyring: KeyRing, clock: Clock) -> None:
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
+        self._sms = sms
 
     async def send(self, account_id: str, sender: Sender, conversation_id: str,
-                   request: SendRequest, actor: Actor) -> SendResult:
+                   request: SendRequest, actor: Actor, *, patient_online: bool = False
+                   ) -> SendResult:
         """Store one message durably and return it.
 
-        Staff messages go out (``secure`` picks Secure Chat or SMS); a patient's are
-        always secure and inbound.
+        Staff messages go out: ``secure`` picks Secure Chat, else it is an SMS, queued in
+        the outbox in the same transaction. A secure message to a patient who is not on
+        the secure page (``patient_online``) also queues a notification SMS holding only
+        the clinic's name and a link. A patient's messages are always secure and inbound.
 
         Raises:
             AppError: ``not_found`` (no such conversation in this account),
-                ``portal_inactive`` (secure while the portal is off), ``conflict`` (the
-                ``client_msg_id`` was used by another sender).
+                ``portal_inactive`` (secure while the portal is off), ``opted_out`` (an
+                SMS to a patient who replied STOP), ``conflict`` (the ``client_msg_id``
+                was used by another sender).
         """
         body = request.body
         if not body.strip():
@@ -68,6 +76,7 @@ class Messaging:
         now = self._clock.now()
         try:
             async with self._db.write() as conn:
+                account = None
                 if channel == "secure" and sender.kind == "staff":
                     account = await account_store.account(conn, account_id)
                     if account is None or not account["portal_active"]:
@@ -77,7 +86,10 @@ class Messaging:
                                                         now, inbound=direction == "inbound")
                 if position is None:
                     raise not_found("conversation")
-                seq, inbound_count = position
+                seq, inbound_count, patient_id = position
+                if channel == "sms" and await sms_store.is_opted_out(conn, patient_id):
+                    raise AppError(ErrorCode.OPTED_OUT,
+                                   "the patient replied STOP: no SMS can be sent")
                 context = crypto.message_body_context(
                     account_id, conversation_id, message_id, f"{sender.kind}:{sender.id}")
                 await message_store.insert_message(
@@ -88,6 +100,17 @@ class Messaging:
                     body_enc=(envelope := await self._keyring.seal(
                         conn, account_id, body, context)),
                     status=status, created_at=now)
+                if channel == "sms":
+                    await self._sms.queue(conn, account_id=account_id,
+                                          conversation_id=conversation_id,
+                                          patient_id=patient_id, message_id=message_id,
+                                          kind="message", body=body)
+                elif account is not None and not patient_online:
+                    await self._sms.queue_notification(
+                        conn, account_id=account_id, clinic_name=account["clinic_name"],
+                        conversation_id=conversation_id, patient_id=patient_id,
+                        message_id=message_id, seq=seq,
+                        link_ttl_hours=account["secure_link_ttl_hours"])
                 await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                    action="message.sent", object_type="message",
                                    object_id=message_id,
@@ -96,7 +119,7 @@ class Messaging:
         except IntegrityError as exc:
             return await self._original(account_id, sender, conversation_id, request, exc)
         except AppError as exc:
-            if exc.code is not ErrorCode.PORTAL_INACTIVE:
+            if exc.code not in (ErrorCode.PORTAL_INACTIVE, ErrorCode.OPTED_OUT):
                 raise
             # A resend of a message stored before the portal was turned off still gets
             # its original answer.
@@ -107,6 +130,61 @@ class Messaging:
                           created_at=rfc3339(now), status=status)
         return SendResult(message, duplicate=False, envelope=envelope,
                           inbound_count=inbound_count)
+
+    async def receive_sms(self, account_id: str, conversation_id: str, sender: Sender,
+                          provider_sid: str, body: str) -> SendResult:
+        """Store an inbound SMS (de-duplicated by the provider's id) and apply its
+        keyword: STOP opts the patient out, START back in, HELP queues the help reply.
+        The keyword message itself stays in the thread like any other."""
+        word = keywords.keyword(body)
+        message_id = str(uuid.uuid4())
+        now = self._clock.now()
+        request = SendRequest(provider_sid, body or " ", False)
+        try:
+            async with self._db.write() as conn:
+                position = await message_store.next_seq(conn, account_id, conversation_id,
+                                                        now, inbound=True)
+                if position is None:
+                    raise not_found("conversation")
+                seq, inbound_count, patient_id = position
+                context = crypto.message_body_context(
+                    account_id, conversation_id, message_id, f"patient:{sender.id}")
+                envelope = await self._keyring.seal(conn, account_id, body, context)
+                await message_store.insert_message(
+                    conn, id=message_id, account_id=account_id,
+                    conversation_id=conversation_id, seq=seq, client_msg_id=provider_sid,
+                    direction="inbound", channel="sms", sender_kind="patient",
+                    sender_id=sender.id, body_enc=envelope, status="delivered",
+                    created_at=now)
+                await self._apply_keyword(conn, word, account_id, conversation_id, patient_id)
+                await audit.append(conn, self._clock, stream=account_id, actor=Actor(
+                    "patient", patient_id), action="sms.received", object_type="message",
+                    object_id=message_id, details={"conversation_id": conversation_id,
+                                                   "seq": seq,
+                                                   "keyword": word.value if word else None})
+        except IntegrityError as exc:  # the provider retried a webhook we already stored
+            return await self._original(account_id, sender, conversation_id, request, exc)
+        message = Message(conversation_id=conversation_id, id=message_id, seq=seq,
+                          client_msg_id=provider_sid, direction="inbound", channel="sms",
+                          sender=sender, body=body, created_at=rfc3339(now),
+                          status="delivered")
+        return SendResult(message, duplicate=False, envelope=envelope,
+                          inbound_count=inbound_count)
+
+    async def _apply_keyword(self, conn, word: keywords.Keyword | None,
+                             account_id: str, conversation_id: str, patient_id: str) -> None:
+        if word is keywords.Keyword.OPT_OUT or word is keywords.Keyword.OPT_IN:
+            opted_out = word is keywords.Keyword.OPT_OUT
+            await sms_store.set_opted_out(conn, patient_id, opted_out)
+            await audit.append(conn, self._clock, stream=account_id, actor=audit.SYSTEM,
+                               action="patient.opted_out" if opted_out else "patient.opted_in",
+                               object_type="patient", object_id=patient_id)
+        elif word is keywords.Keyword.HELP and not await sms_store.is_opted_out(conn,
+                                                                              patient_id):
+            account = await account_store.account(conn, account_id)
+            await self._sms.queue(conn, account_id=account_id, conversation_id=conversation_id,
+                                  patient_id=patient_id, message_id=None, kind="help",
+                                  body=HELP_REPLY.format(clinic=account["clinic_name"]))
 
     async def _original(self, account_id: str, sender: Sender, conversation_id: str,
                         request: SendRequest, error: Exception) -> SendResult:

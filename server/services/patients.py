@@ -44,28 +44,56 @@ class Patients:
             raise invalid("name: must not be blank")
         phone = phones.to_e164(request.phone, self._region)
         dob = _date_of_birth(request.date_of_birth, self._clock.now())
-        patient_id, conversation_id = str(uuid.uuid4()), str(uuid.uuid4())
-        now = self._clock.now()
         try:
-            async with self._db.write() as conn:
-                values = {}
-                for field, plain in (("name", name), ("phone", phone), ("dob", dob)):
-                    context = crypto.patient_field_context(account_id, patient_id, field)
-                    values[f"{field}_enc"] = await self._keyring.seal(
-                        conn, account_id, plain, context)
-                await patient_store.insert_patient(
-                    conn, id=patient_id, account_id=account_id, created_at=now,
-                    phone_index=self.phone_index(account_id, phone), **values)
-                await patient_store.insert_conversation(
-                    conn, id=conversation_id, account_id=account_id, patient_id=patient_id,
-                    last_seq=0, last_activity_at=now, created_at=now)
-                await audit.append(conn, self._clock, stream=account_id, actor=actor,
-                                   action="patient.created", object_type="patient",
-                                   object_id=patient_id,
-                                   details={"conversation_id": conversation_id})
+            return await self._insert(account_id, name, phone, dob, actor, unknown=False)
         except IntegrityError:
             raise AppError(ErrorCode.CONFLICT,
                            "phone: a patient with this phone number already exists") from None
+
+    async def for_phone(self, account_id: str, e164: str, unknown_name: str
+                        ) -> tuple[str, str, str]:
+        """(patient id, conversation id, display name) of the account's patient with this
+        phone, creating one marked unknown (for an inbound SMS) when there is none."""
+        index = self.phone_index(account_id, e164)
+        for _ in range(2):  # a concurrent first SMS from the same number may win the race
+            async with self._db.read() as conn:
+                row = await patient_store.patient_by_phone_index(conn, account_id, index)
+                if row is not None:
+                    conversation = await patient_store.conversation_of_patient(conn, row["id"])
+                    name = await self._keyring.open(
+                        conn, account_id, row["name_enc"],
+                        crypto.patient_field_context(account_id, row["id"], "name"))
+                    return row["id"], conversation["id"], name
+            try:
+                summary, conversation_id = await self._insert(
+                    account_id, unknown_name, e164, "", audit.SYSTEM, unknown=True)
+                return summary.id, conversation_id, unknown_name
+            except IntegrityError:
+                continue
+        raise AppError(ErrorCode.CONFLICT, "phone: could not resolve the sender")
+
+    async def _insert(self, account_id: str, name: str, phone: str, dob: str, actor: Actor,
+                      *, unknown: bool) -> tuple[PatientSummary, str]:
+        patient_id, conversation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            values = {}
+            for field, plain in (("name", name), ("phone", phone), ("dob", dob)):
+                context = crypto.patient_field_context(account_id, patient_id, field)
+                values[f"{field}_enc"] = await self._keyring.seal(
+                    conn, account_id, plain, context)
+            await patient_store.insert_patient(
+                conn, id=patient_id, account_id=account_id, created_at=now,
+                phone_index=self.phone_index(account_id, phone), unknown=unknown,
+                **values)
+            await patient_store.insert_conversation(
+                conn, id=conversation_id, account_id=account_id, patient_id=patient_id,
+                last_seq=0, last_activity_at=now, created_at=now)
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="patient.created", object_type="patient",
+                               object_id=patient_id,
+                               details={"conversation_id": conversation_id,
+                                        "unknown": unknown})
         return PatientSummary(patient_id, name, phones.mask(phone)), conversation_id
 
     def phone_index(self, account_id: str, e164: str) -> str:

@@ -13,9 +13,10 @@ from server.store.tables import conversations, messages, staff
 
 
 async def next_seq(conn: AsyncConnection, account_id: str, conversation_id: str,
-                   now: datetime, *, inbound: bool) -> tuple[int, int] | None:
+                   now: datetime, *, inbound: bool) -> tuple[int, int, str] | None:
     """Raise the conversation's ``last_seq`` (and ``inbound_count`` for an inbound
-    message) by one and return both; None if no such conversation in this account.
+    message) by one and return both with the patient's id; None if no such conversation
+    in this account.
 
     The UPDATE takes the conversation's row lock (PostgreSQL) or the database write lock
     (SQLite) until commit, so concurrent inserts get consecutive seqs, and a rolled-back
@@ -27,9 +28,10 @@ async def next_seq(conn: AsyncConnection, account_id: str, conversation_id: str,
                conversations.c.account_id == account_id)
         .values(last_seq=conversations.c.last_seq + 1, last_activity_at=now,
                 inbound_count=conversations.c.inbound_count + (1 if inbound else 0))
-        .returning(conversations.c.last_seq, conversations.c.inbound_count))
+        .returning(conversations.c.last_seq, conversations.c.inbound_count,
+                   conversations.c.patient_id))
     row = result.first()
-    return (row.last_seq, row.inbound_count) if row is not None else None
+    return (row.last_seq, row.inbound_count, row.patient_id) if row is not None else None
 
 
 async def insert_message(conn: AsyncConnection, **values: Any) -> None:

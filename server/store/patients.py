@@ -60,3 +60,10 @@ async def conversation_page(conn: AsyncConnection, account_id: str, reader_id: s
     if before is not None:
         query = query.where(and_(conversations.c.last_activity_at < before))
     return list((await conn.execute(query)).mappings().all())
+
+
+async def conversation_of_patient(conn: AsyncConnection, patient_id: str
+                                  ) -> RowMapping | None:
+    return (await conn.execute(select(conversations)
+                               .where(conversations.c.patient_id == patient_id))
+            ).mappings().first()

@@ -92,6 +92,10 @@ patients = Table(
     Column("phone_index", String(64), nullable=False),
     Column("dob_enc", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Replied STOP (or the provider said the number is opted out): no SMS of any kind.
+    Column("opted_out", Boolean, nullable=False, default=False),
+    # Made for an inbound SMS from a number no patient has; staff complete it later.
+    Column("unknown", Boolean, nullable=False, default=False),
     UniqueConstraint("account_id", "phone_index"),
 )
 
@@ -106,6 +110,9 @@ conversations = Table(
     # Inbound messages so far; a staff member's unread count is this minus the
     # ``inbound_seen`` of their read pointer, so no count query runs per message.
     Column("inbound_count", BigInteger, nullable=False, default=0),
+    # The last secure-message notification: at most one per window while unread.
+    Column("notified_at", UTCDateTime),
+    Column("notified_seq", BigInteger, nullable=False, default=0),
     Column("last_activity_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "account_id", "last_activity_at"),
@@ -198,4 +205,53 @@ audit_heads = Table(
     Column("stream", String(36), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# --- the SMS bridge (migration 0002) ------------------------------------------------------
+
+sms_outbox = Table(
+    "sms_outbox", metadata,
+    # The id orders a conversation's SMS: they go out in this order, one at a time.
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("ref", String(36), nullable=False, unique=True),  # binds body_enc to the row
+    _id("account_id", ForeignKey("accounts.id"), nullable=False),
+    _id("conversation_id", ForeignKey("conversations.id"), nullable=False),
+    _id("patient_id", ForeignKey("patients.id"), nullable=False),
+    _id("message_id", ForeignKey("messages.id")),  # the thread message (or notified one)
+    Column("kind", String(16), nullable=False),  # message | notification | help
+    Column("body_enc", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime),
+    Column("provider_sid", String(64), unique=True),
+    Column("error_code", String(16)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "conversation_id", "status"),
+)
+
+secure_links = Table(
+    "secure_links", metadata,
+    # SHA-256 of the 256-bit token; the token itself exists only in the SMS.
+    Column("token_hash", String(64), primary_key=True),
+    _id("account_id", ForeignKey("accounts.id"), nullable=False),
+    _id("conversation_id", ForeignKey("conversations.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+simulated_sms = Table(
+    "simulated_sms", metadata,
+    # What the built-in simulator "sent": the demo's phone page reads it back.
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("sid", String(34), nullable=False, unique=True),
+    _id("account_id", ForeignKey("accounts.id"), nullable=False),
+    Column("to_index", String(64), nullable=False, index=True),
+    Column("to_enc", LargeBinary, nullable=False),
+    Column("from_number", String(20), nullable=False),
+    Column("body_enc", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

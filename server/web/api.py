@@ -150,10 +150,8 @@ async def conversation_messages(request: Request) -> Response:
         return JSONResponse(page)
     body = await decode_body(request, SendRequest)
     sender = Sender("staff", principal.staff_id, principal.name)
-    result = await services.messaging.send(principal.account_id, sender, conversation_id,
-                                           body, _actor(request, principal))
-    if not result.duplicate:
-        services.metrics.messages_stored.labels(result.message.channel).inc()
+    result = await request.app.state.sending.send(
+        principal.account_id, sender, conversation_id, body, _actor(request, principal))
     message = result.message
     ack = Ack(client_msg_id=message.client_msg_id, message_id=message.id, seq=message.seq)
     return JSONResponse({"ack": ack, "message": message},

@@ -1,0 +1,44 @@
+"""Send = store, then publish: the one path the WebSocket and the REST API share."""
+
+from __future__ import annotations
+
+from server.audit import Actor
+from server.metrics import Metrics
+from server.protocol import Sender, SendRequest
+from server.realtime import events
+from server.realtime.hub import Hub
+from server.services.messaging import Messaging, SendResult
+from server.sms.worker import OutboxWorker
+
+
+def message_event(node: str, account_id: str, result: SendResult) -> events.MessageEvent:
+    """The publication of a stored message: ciphertext and ids, and a staff sender's
+    name (not PHI); a patient's name never travels."""
+    message = result.message
+    sender = message.sender
+    return events.MessageEvent(
+        node, account_id, message.conversation_id, message.id, message.seq,
+        message.client_msg_id, message.direction, message.channel, sender.kind, sender.id,
+        sender.name if sender.kind == "staff" else "", result.envelope, message.created_at,
+        message.status, result.inbound_count)
+
+
+class Sending:
+    def __init__(self, hub: Hub, messaging: Messaging, sms_worker: OutboxWorker,
+                 metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._hub = hub
+        self._messaging = messaging
+        self._sms_worker = sms_worker
+
+    async def send(self, account_id: str, sender: Sender, conversation_id: str,
+                   request: SendRequest, actor: Actor) -> SendResult:
+        result = await self._messaging.send(
+            account_id, sender, conversation_id, request, actor,
+            patient_online=self._hub.patient_online(conversation_id))
+        if not result.duplicate:
+            self._metrics.messages_stored.labels(result.message.channel).inc()
+            if sender.kind == "staff":
+                self._sms_worker.wake()  # an SMS or a notification may be waiting
+            self._hub.publish(message_event(self._hub.node_id, account_id, result))
+        return result

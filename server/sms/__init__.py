@@ -1,0 +1,1 @@
+"""The SMS bridge: providers, the outbox worker, inbound SMS, keywords and segments."""

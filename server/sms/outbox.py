@@ -1,0 +1,82 @@
+"""Putting SMS into the outbox, always inside the caller's transaction (the message and
+its SMS commit together or not at all), and the secure-message notification rules.
+
+A secure message's body never reaches the outbox: its notification holds the clinic's
+name and a link, nothing else (product rule 1, ``shared/spec/sms.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.clock import Clock
+from server.services.keys import KeyRing
+from server.store import sms as sms_store
+
+# The one notification template: the clinic's name and the link (checklist LINK-03).
+NOTIFICATION = "{clinic}: you have a new secure message. View it at {url}"
+HELP_REPLY = ("{clinic}: messages from your care team. Reply STOP to opt out, START to "
+              "opt back in. For emergencies call 911.")
+
+
+def outbox_context(account_id: str, ref: str) -> str:
+    return f"sms/v1|{account_id}|{ref}"
+
+
+def link_token() -> tuple[str, str]:
+    """A 256-bit URL-safe token and the SHA-256 the store keeps instead of it."""
+    token = secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
+class SmsOutbox:
+    def __init__(self, keyring: KeyRing, clock: Clock, public_url: str,
+                 notify_window_seconds: int) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._public_url = public_url.rstrip("/")
+        self._window = timedelta(seconds=notify_window_seconds)
+
+    async def queue(self, conn: AsyncConnection, *, account_id: str, conversation_id: str,
+                    patient_id: str, message_id: str | None, kind: str, body: str) -> None:
+        ref = str(uuid.uuid4())
+        now = self._clock.now()
+        await sms_store.insert_outbox(
+            conn, ref=ref, account_id=account_id, conversation_id=conversation_id,
+            patient_id=patient_id, message_id=message_id, kind=kind,
+            body_enc=await self._keyring.seal(conn, account_id, body,
+                                              outbox_context(account_id, ref)),
+            status="pending", attempts=0, next_attempt_at=now, created_at=now)
+
+    async def queue_notification(self, conn: AsyncConnection, *, account_id: str,
+                                 clinic_name: str, conversation_id: str, patient_id: str,
+                                 message_id: str, seq: int, link_ttl_hours: int) -> bool:
+        """Queue "you have a secure message" with a fresh link, unless one went out less
+        than the window ago and the patient has not read since. Returns whether queued."""
+        now = self._clock.now()
+        state = await sms_store.notification_state(conn, conversation_id)
+        if state is not None and state["notified_at"] is not None \
+                and now - state["notified_at"] < self._window:
+            read = await sms_store.read_seq(conn, conversation_id, patient_id)
+            if read < state["notified_seq"]:
+                return False
+        url = await self.new_link(conn, account_id, conversation_id, link_ttl_hours, now)
+        await self.queue(conn, account_id=account_id, conversation_id=conversation_id,
+                         patient_id=patient_id, message_id=message_id, kind="notification",
+                         body=NOTIFICATION.format(clinic=clinic_name, url=url))
+        await sms_store.set_notified(conn, conversation_id, now, seq)
+        return True
+
+    async def new_link(self, conn: AsyncConnection, account_id: str, conversation_id: str,
+                       ttl_hours: int, now: datetime) -> str:
+        """A secure link for the conversation; only its hash is stored."""
+        token, token_hash = link_token()
+        await sms_store.insert_link(conn, token_hash=token_hash, account_id=account_id,
+                                    conversation_id=conversation_id, created_at=now,
+                                    expires_at=now + timedelta(hours=ttl_hours))
+        return f"{self._public_url}/s/{token}"

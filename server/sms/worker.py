@@ -1,0 +1,160 @@
+"""The outbox worker: sends what the outbox holds, retries what failed for a while.
+
+* Rows are claimed with a lease (``SKIP LOCKED`` on PostgreSQL), one per conversation at
+  a time and oldest first, so several nodes never send one row at once and a
+  conversation's SMS keep their order. A node that dies mid-send leaves a lease that
+  runs out, and the row is sent again (at-least-once: a crash between the provider's
+  answer and the commit can repeat one SMS; Twilio has no idempotency key).
+* Transient failures (5xx, 429, timeouts) are retried with exponential backoff and full
+  jitter, up to ``sms_max_attempts``; permanent ones (4xx) fail at once; 21610 also opts
+  the patient out. Every change reaches the thread as a ``status`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import timedelta
+
+from server.clock import Clock, rfc3339
+from server.crypto import DecryptError, patient_field_context
+from server.metrics import Metrics
+from server.realtime import events
+from server.services.keys import KeyRing
+from server.settings import Settings
+from server.sms.base import OPTED_OUT_ERROR, PermanentFailure, SmsProvider, TransientFailure
+from server.sms.outbox import outbox_context
+from server.store import sms as sms_store
+from server.store.db import Database
+
+log = logging.getLogger("securechat.sms")
+
+CLAIM_BATCH = 20  # rows per claim; each is a different conversation, sent concurrently
+LEASE = timedelta(seconds=60)  # far above one provider call (10 s timeout)
+POLL_SECONDS = 1.0  # also woken at once by ``wake()`` when this node queues an SMS
+BACKOFF_CAP_SECONDS = 300.0
+# Where an SMS comes from when the account has no number of its own (simulator).
+SIMULATOR_FROM = "+15005550006"
+
+
+class OutboxWorker:
+    def __init__(self, *, db: Database, keyring: KeyRing, clock: Clock, settings: Settings,
+                 provider: SmsProvider, metrics: Metrics,
+                 publish: Callable[[events.StatusEvent], None], node_id: str) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self._settings = settings
+        self._provider = provider
+        self._metrics = metrics
+        self._publish = publish
+        self._node = node_id
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sms-outbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._provider.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                sent = await self.run_once()
+            except Exception:
+                log.warning("outbox pass failed", exc_info=True)
+                sent = 0
+            if sent == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                self._wake.clear()
+
+    async def run_once(self) -> int:
+        """Claim and send one batch; returns how many rows it handled."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            rows = await sms_store.claim(conn, now, now + LEASE, CLAIM_BATCH)
+        await asyncio.gather(*(self._send(row) for row in rows))
+        return len(rows)
+
+    async def _send(self, row) -> None:
+        account_id = row["account_id"]
+        async with self._db.read() as conn:
+            target = await sms_store.recipient(conn, row["patient_id"])
+            try:
+                to = await self._keyring.open(
+                    conn, account_id, target["phone_enc"],
+                    patient_field_context(account_id, row["patient_id"], "phone"))
+                body = await self._keyring.open(conn, account_id, row["body_enc"],
+                                                outbox_context(account_id, row["ref"]))
+            except DecryptError:
+                await self._fail(row, "integrity")
+                return
+        if target["opted_out"]:
+            await self._fail(row, "opted_out")
+            return
+        from_ = target["sms_number"] or self._settings.twilio_from or SIMULATOR_FROM
+        try:
+            sent = await self._provider.send(account_id=account_id, to=to, from_=from_,
+                                             body=body)
+        except PermanentFailure as exc:
+            await self._fail(row, exc.error_code, opted_out=exc.error_code == OPTED_OUT_ERROR)
+            return
+        except TransientFailure as exc:
+            await self._retry(row, exc.error_code)
+            return
+        self._metrics.sms_results.labels("sent").inc()
+        status = "notified" if row["kind"] == "notification" else _message_status(sent.status)
+        async with self._db.write() as conn:
+            await sms_store.finish(conn, row["id"], status="sent", now=self._clock.now(),
+                                   provider_sid=sent.sid)
+            changed = row["message_id"] is not None and await sms_store.advance_message_status(
+                conn, row["message_id"], status)
+        if changed:
+            self._status(row, status)
+
+    async def _retry(self, row, error_code: str) -> None:
+        if row["attempts"] >= self._settings.sms_max_attempts:
+            await self._fail(row, error_code)
+            return
+        self._metrics.sms_results.labels("retry").inc()
+        delay = random.uniform(0, min(BACKOFF_CAP_SECONDS,  # noqa: S311 - jitter
+                                      self._settings.sms_retry_base_seconds
+                                      * 2 ** (row["attempts"] - 1)))
+        async with self._db.write() as conn:
+            await sms_store.retry_later(conn, row["id"],
+                                        self._clock.now() + timedelta(seconds=delay), error_code)
+
+    async def _fail(self, row, error_code: str, opted_out: bool = False) -> None:
+        self._metrics.sms_results.labels("failed").inc()
+        async with self._db.write() as conn:
+            await sms_store.finish(conn, row["id"], status="failed", now=self._clock.now(),
+                                   error_code=error_code)
+            if opted_out:
+                await sms_store.set_opted_out(conn, row["patient_id"], True)
+            changed = row["kind"] == "message" and row["message_id"] is not None and \
+                await sms_store.advance_message_status(conn, row["message_id"], "failed")
+        if changed:
+            self._status(row, "failed", error_code)
+
+    def _status(self, row, status: str, error_code: str | None = None) -> None:
+        self._publish(events.StatusEvent(self._node, row["account_id"], row["conversation_id"],
+                                         row["message_id"], status,
+                                         rfc3339(self._clock.now()), error_code))
+
+
+def _message_status(provider_status: str) -> str:
+    """Twilio's first answer is ``queued``/``accepted``: for the thread it is ``sent``
+    (handed over); later states arrive by status callback."""
+    return provider_status if provider_status in ("sent", "delivered") else "sent"
