@@ -27,6 +27,8 @@ from server.store.db import Database
 DEMO_ACCOUNT = "Demo Clinic"
 DEMO_ADMIN = "admin@demo.clinic"
 DEMO_MASTER_KEY_FILE = "./data/master.key"
+# The demo clinic's SMS number (555-01xx numbers are reserved for fiction).
+DEMO_SMS_NUMBER = "+12025550142"
 DEMO_PATIENTS = (
     ("Alex Rivera", "+1 (415) 555-0134", "1984-03-12"),
     ("Sam Chen", "+1 (415) 555-0178", "1991-11-02"),
@@ -100,7 +102,8 @@ def _demo(args: argparse.Namespace) -> int:
     base = settings.public_url
     print(f"""
 SecureChat demo
-  API:       {base}/api   (health: {base}/healthz)
+  API:       {base}/api   (health: {base}/healthz, WebSocket: {base.replace("http", "ws", 1)}/ws)
+  Phones:    {base}/dev/phone   (what the SMS simulator sent; answer as a patient)
   Sign in:   {DEMO_ADMIN}
   Password:  {password}
   Try it:    curl -si -c /tmp/sc.cookies -H 'content-type: application/json' \\
@@ -118,7 +121,7 @@ async def _seed_demo(settings: Settings, master: bytes) -> str:
     password = secrets.token_urlsafe(15)
     try:
         account_id, created = await services.accounts.ensure_account(
-            DEMO_ACCOUNT, portal_active=True)
+            DEMO_ACCOUNT, portal_active=True, sms_number=DEMO_SMS_NUMBER)
         if created:
             await services.accounts.create_staff(account_id, email=DEMO_ADMIN,
                                                  name="Demo Admin", role="admin",

@@ -95,6 +95,8 @@ class PatientSummary(msgspec.Struct, frozen=True):
     id: str
     display_name: str
     masked_phone: str
+    opted_out: bool = False  # replied STOP: no SMS can be sent
+    unknown: bool = False  # made for an SMS from a number no patient had
 
 
 class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +105,10 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_activity_at: str
     last_seq: int
     unread: int
+
+
+class SegmentsRequest(Inbound):
+    body: Annotated[str, Meta(max_length=MAX_BODY_CHARS)]
 
 
 class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):

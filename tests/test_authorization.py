@@ -48,6 +48,7 @@ CASES: dict[tuple[str, str], Case] = {
     ("/api/conversations/{conversation_id}/messages", "POST"): Case(201, lambda c: {
         "client_msg_id": f"authz-{next(_msg_ids)}", "body": "Please call us back",
         "secure": False}),
+    ("/api/sms/segments", "POST"): Case(200, lambda c: {"body": "See you at 3pm"}),
     ("/api/account/settings", "GET"): Case(200, admin_only=True),
     ("/api/account/settings", "PUT"): Case(200, lambda c: {"clinic_name": "Renamed Clinic"},
                                            admin_only=True),

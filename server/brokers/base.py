@@ -16,7 +16,7 @@ from typing import Protocol
 CHANNEL_PREFIX = "sc:a:"
 # Cluster-wide commands (a session ended: close its sockets on every node).
 CONTROL_CHANNEL = "sc:control"
-_CHANNEL = re.compile(r"^sc:a:[0-9a-f-]{36}$")
+_CHANNEL = re.compile(r"sc:a:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class BrokerUnavailable(Exception):
@@ -39,7 +39,9 @@ def account_channel(account_id: str) -> str:
 
 
 def is_channel(name: str) -> bool:
-    return bool(_CHANNEL.match(name))
+    """Whether ``name`` is a name ``account_channel`` builds (the whole name, in its
+    canonical lower-case form)."""
+    return _CHANNEL.fullmatch(name) is not None
 
 
 class Broker(ABC):

@@ -2,7 +2,9 @@
 
 First-class, not a stub: it runs the same conformance tests as the Redis broker.
 Delivery is asynchronous (``call_soon``), like a network broker, so no caller ever
-depends on a publication arriving inside its own call.
+depends on a publication arriving inside its own call. What was already on its way when
+a broker unsubscribes (or closes) is dropped, so nothing arrives after ``unsubscribe()``
+returns. The control channel is followed from ``start()`` to ``close()``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ class MemoryBus:
         self.subscribers: dict[str, set[MemoryBroker]] = defaultdict(set)
         self.down = False
 
+    def set_down(self, down: bool) -> None:
+        """Tests: cut or restore the bus for every broker on it, telling each handler."""
+        self.down = down
+        for broker in set().union(*self.subscribers.values()):
+            if broker._handler is not None:
+                broker._handler.on_broker_state(not down)
+
 
 class MemoryBroker(Broker):
     name = "memory"
@@ -33,15 +42,24 @@ class MemoryBroker(Broker):
     async def start(self, handler: BrokerHandler) -> None:
         self._handler = handler
         self._loop = asyncio.get_running_loop()
-        await self.subscribe(CONTROL_CHANNEL)
+        self._bus.subscribers[CONTROL_CHANNEL].add(self)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
         self._bus.subscribers[channel].add(self)
 
     async def unsubscribe(self, channel: str) -> None:
+        if channel == CONTROL_CHANNEL:
+            return  # followed for the broker's whole life, like on Redis
         self._channels.discard(channel)
-        self._bus.subscribers[channel].discard(self)
+        self._leave(channel)
+
+    def _leave(self, channel: str) -> None:
+        subscribers = self._bus.subscribers.get(channel)
+        if subscribers is not None:
+            subscribers.discard(self)
+            if not subscribers:
+                del self._bus.subscribers[channel]
 
     def publish(self, channel: str, payload: bytes) -> None:
         if self._bus.down:
@@ -50,8 +68,13 @@ class MemoryBroker(Broker):
             broker._deliver(channel, payload)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
-        if self._handler is not None and self._loop is not None:
-            self._loop.call_soon(self._handler.on_publication, channel, payload)
+        if self._loop is not None:
+            self._loop.call_soon(self._arrive, channel, payload)
+
+    def _arrive(self, channel: str, payload: bytes) -> None:
+        handler = self._handler
+        if handler is not None and (channel == CONTROL_CHANNEL or channel in self._channels):
+            handler.on_publication(channel, payload)
 
     async def ping(self) -> None:
         if self._bus.down:
@@ -63,12 +86,10 @@ class MemoryBroker(Broker):
 
     def set_down(self, down: bool) -> None:
         """Tests: cut or restore the bus for every broker on it, telling each handler."""
-        self._bus.down = down
-        for broker in set().union(*self._bus.subscribers.values()):
-            if broker._handler is not None:
-                broker._handler.on_broker_state(not down)
+        self._bus.set_down(down)
 
     async def close(self) -> None:
-        for channel in tuple(self._channels):
-            await self.unsubscribe(channel)
         self._handler = None
+        for channel in (*self._channels, CONTROL_CHANNEL):
+            self._leave(channel)
+        self._channels.clear()

@@ -114,7 +114,8 @@ class Patients:
                                                           row["name_enc"], row["phone_enc"])
                 summaries.append(ConversationSummary(
                     id=row["id"], patient=PatientSummary(row["patient_id"], name,
-                                                         phones.mask(phone)),
+                                                         phones.mask(phone), row["opted_out"],
+                                                         row["unknown"]),
                     last_activity_at=rfc3339(row["last_activity_at"]),
                     last_seq=row["last_seq"], unread=row["unread"]))
         return summaries

@@ -51,7 +51,8 @@ async def conversation_page(conn: AsyncConnection, account_id: str, reader_id: s
     query = (
         select(conversations.c.id, conversations.c.last_seq,
                conversations.c.last_activity_at, patients.c.id.label("patient_id"),
-               patients.c.name_enc, patients.c.phone_enc, unread.label("unread"))
+               patients.c.name_enc, patients.c.phone_enc, patients.c.opted_out,
+               patients.c.unknown, unread.label("unread"))
         .join(patients, patients.c.id == conversations.c.patient_id)
         .where(conversations.c.account_id == account_id)
         .order_by(conversations.c.last_activity_at.desc(), conversations.c.id)

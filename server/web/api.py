@@ -19,11 +19,13 @@ from server.protocol import (
     Ack,
     CreatePatientRequest,
     LoginRequest,
+    SegmentsRequest,
     Sender,
     SendRequest,
     SettingsUpdate,
 )
 from server.services.container import Services
+from server.sms import segments
 from server.store import audit_log as audit_store
 from server.web import cookies
 from server.web.http import JSONResponse, decode_body, request_actor
@@ -158,6 +160,13 @@ async def conversation_messages(request: Request) -> Response:
                         status_code=200 if result.duplicate else 201)
 
 
+async def sms_segments(request: Request) -> Response:
+    """How many SMS segments a draft takes, and in which encoding (for the composer)."""
+    await staff_principal(request)
+    body = await decode_body(request, SegmentsRequest)
+    return JSONResponse(segments.count(body.body))
+
+
 # --- admin -------------------------------------------------------------------------------
 
 async def account_settings(request: Request) -> Response:
@@ -234,6 +243,7 @@ routes = [
     Route("/api/patients", create_patient, methods=["POST"]),
     Route("/api/conversations/{conversation_id}/messages", conversation_messages,
           methods=["GET", "POST"]),
+    Route("/api/sms/segments", sms_segments, methods=["POST"]),
     Route("/api/account/settings", account_settings, methods=["GET", "PUT"]),
     Route("/api/audit", audit_entries, methods=["GET"]),
 ]

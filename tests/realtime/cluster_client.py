@@ -22,10 +22,12 @@ Frame = dict[str, Any]
 
 
 class Peer:
-    def __init__(self, name: str, url: str, cookie: str, conversation_id: str, *,
-                 secure: bool = True, in_flight: int = 100) -> None:
+    """``url`` may be a list of nodes: a lost socket is replaced on the next one."""
+
+    def __init__(self, name: str, url: str | list[str], cookie: str, conversation_id: str,
+                 *, secure: bool = True, in_flight: int = 100) -> None:
         self.name = name
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
         self.cookie = cookie
         self.conversation_id = conversation_id
         self.secure = secure
@@ -63,9 +65,10 @@ class Peer:
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def _connect(self) -> None:
+        url = self.urls[self.sockets % len(self.urls)]
         self.sockets += 1
         generation = self.sockets
-        ws = await websockets.connect(ws_url(self.url), origin=ORIGIN,
+        ws = await websockets.connect(ws_url(url), origin=ORIGIN,
                                       additional_headers={"cookie": self.cookie},
                                       max_queue=None)
         self._ws = ws

@@ -20,19 +20,27 @@ from server.app import create_app
 from server.brokers.base import Broker
 from server.clock import Clock
 from server.settings import Settings
-from tests.conftest import ORIGIN, RunningServer, repo_root
+from tests.conftest import ORIGIN, PASSWORD, RunningServer, repo_root
 
 
 class Node(RunningServer):
     """A running in-process node: its URL, services and hub."""
 
-    def __init__(self, url: str, app: Any) -> None:
+    def __init__(self, url: str, app: Any, uv: uvicorn.Server, task: asyncio.Task) -> None:
         super().__init__(url, app.state.services)
         self.app = app
+        self._uv = uv
+        self._task = task
 
     @property
     def hub(self):
         return self.app.state.hub
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Graceful shutdown, as on SIGTERM: sockets are closed with 1012 (idempotent)."""
+        self._uv.should_exit = True
+        async with asyncio.timeout(timeout):
+            await self._task
 
 
 @contextlib.asynccontextmanager
@@ -58,13 +66,14 @@ async def in_process_node(settings: Settings, master_key: bytes, clock: Clock,
                             ws_per_message_deflate=False, ws_max_size=64 * 1024)
     uv = uvicorn.Server(config)
     task = asyncio.create_task(uv.serve(sockets=[sock]))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     try:
         async with asyncio.timeout(15):
             await started.wait()
         if not hasattr(app.state, "services"):
             await task
             raise RuntimeError("the app failed to start")
-        yield Node(f"http://127.0.0.1:{sock.getsockname()[1]}", app)
+        yield Node(url, app, uv, task)
     finally:
         uv.should_exit = True
         async with asyncio.timeout(15):
@@ -184,6 +193,15 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout}s")
         await asyncio.sleep(every)
+
+
+async def login_cookie(url: str, email: str, password: str = PASSWORD) -> str:
+    """Sign a staff member in over HTTP; the session cookie as a ``cookie`` header."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await client.post("/api/auth/login",
+                                     json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
 
 
 async def readiness(url: str) -> tuple[int, dict]:

@@ -146,6 +146,54 @@ async def test_messages_cross_nodes_once_and_in_order(cluster: Cluster) -> None:
     check_consistent([staff, patient], 100)
 
 
+async def test_subscribing_on_a_while_b_sends_misses_nothing(cluster: Cluster) -> None:
+    """Staff subscribes on A mid-stream from B: the replay and live frames join without a seam."""
+    clinic = await _clinic(cluster)
+    patient = Peer("patient", cluster.b.url, await patient_cookie(cluster.a.services, clinic),
+                   clinic.conversation_id, in_flight=5)
+    staff = Peer("staff", cluster.a.url, await staff_cookie(cluster.a, clinic.staff_email),
+                 clinic.conversation_id)
+    try:
+        await patient.open()
+        sending = asyncio.ensure_future(patient.send_many(range(80)))
+        await patient.wait_until(lambda: len(patient.acks) >= 20, 20)
+        await staff.open()  # subscribes with after_seq 0 while messages keep coming
+        await sending
+        await asyncio.gather(staff.wait_messages(80, 20), patient.wait_messages(80, 20))
+    finally:
+        await asyncio.gather(staff.close(), patient.close())
+    assert 0 < staff.by_ref["sub-1"]["last_seq"] < 80  # it really joined mid-stream
+    for peer in (staff, patient):
+        check_stream(peer, 80)
+    check_consistent([staff, patient], 80)
+
+
+async def test_clients_resume_on_b_when_a_restarts(cluster: Cluster) -> None:
+    """A stops mid-stream (1012): staff resumes on B by seq and resends; nothing lost or doubled."""
+    clinic = await _clinic(cluster)
+    staff = Peer("staff", [cluster.a.url, cluster.b.url],
+                 await staff_cookie(cluster.a, clinic.staff_email), clinic.conversation_id,
+                 in_flight=10)
+    patient = Peer("patient", cluster.b.url,
+                   await patient_cookie(cluster.a.services, clinic), clinic.conversation_id,
+                   in_flight=5)
+    try:
+        await asyncio.gather(staff.open(), patient.open())
+        sending = asyncio.gather(staff.send_many(range(60)), patient.send_many(range(60)))
+        await staff.wait_until(lambda: len(staff.messages) >= 30, 20)
+        await cluster.a.stop()
+        await sending
+        await asyncio.gather(staff.wait_acked(60, 20), patient.wait_acked(60, 20),
+                             staff.wait_messages(120, 20), patient.wait_messages(120, 20))
+    finally:
+        await asyncio.gather(staff.close(), patient.close())
+    assert [code for code, _ in staff.closes] == [1012] and staff.sockets == 2
+    assert patient.closes == []
+    for peer in (staff, patient):
+        check_stream(peer, 120)
+    check_consistent([staff, patient], 120)
+
+
 async def test_typing_read_and_status_cross_nodes(cluster: Cluster) -> None:
     """Typing both ways; delivered and read statuses made on B reach staff on A; reads relay."""
     clinic = await _clinic(cluster)
@@ -249,6 +297,29 @@ async def test_inbox_updates_reach_staff_on_the_other_node(cluster: Cluster) -> 
         update = await admin.wait_type("conversation", last_seq=2)
         assert update["unread"] == 1  # the staff reply is not unread for the admin
         assert admin.of_type("message") == []  # the admin follows no thread
+
+
+async def test_a_read_on_a_lowers_unread_for_the_same_staff_on_b(cluster: Cluster) -> None:
+    """A staff member's read on node A counts for their socket on node B's inbox updates."""
+    clinic = await _clinic(cluster)
+    conversation = clinic.conversation_id
+    cookie = await staff_cookie(cluster.a, clinic.staff_email)
+    async with connect(cluster.a.url, cookie) as on_a, connect(cluster.b.url, cookie) as on_b, \
+            connect(cluster.b.url, await patient_cookie(cluster.a.services, clinic)) as patient:
+        await _subscribed(on_a, conversation)
+        await _subscribed(patient, conversation)
+        await on_b.wait_type("ready")
+        for n in (1, 2):
+            await patient.send(type="send", ref=f"p{n}", conversation_id=conversation,
+                               client_msg_id=f"p-{n}", body=f"question {n}")
+            await patient.wait_type("ack", ref=f"p{n}")
+        assert (await on_b.wait_type("conversation", last_seq=2))["unread"] == 2
+        await on_a.wait_type("message", seq=2)
+        await on_a.send(type="read", conversation_id=conversation, seq=2)
+        await patient.wait_type("read", seq=2)  # B has handled the read
+        await patient.send(type="send", ref="p3", conversation_id=conversation,
+                           client_msg_id="p-3", body="question 3")
+        assert (await on_b.wait_type("conversation", last_seq=3))["unread"] == 1
 
 
 async def test_lost_publications_are_repaired(breakable_cluster: Cluster) -> None:

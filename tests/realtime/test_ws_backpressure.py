@@ -60,7 +60,9 @@ async def test_stalled_reader_closed_4408_others_get_everything(
         for i in range(1, MESSAGES + 1):
             await sender.send(type="send", conversation_id=conversation,
                               client_msg_id=f"m{i}", body=BODY, secure=True, ref=f"r{i}")
+        import time; t0 = time.monotonic()
         await sender.wait_type("ack", ref=f"r{MESSAGES}", timeout=60)
+        print("acks", time.monotonic() - t0)
         await fast.wait_type("message", seq=MESSAGES, timeout=30)
         assert [f["seq"] for f in fast.of_type("message")] == list(range(1, MESSAGES + 1))
 
@@ -69,6 +71,7 @@ async def test_stalled_reader_closed_4408_others_get_everything(
             async with asyncio.timeout(10):
                 while True:
                     frame = json.loads(await slow.recv())
+                    print("slow got", frame.get("type"), frame.get("seq"), time.monotonic() - t0)
                     if frame["type"] == "message":
                         got.append(frame["seq"])
         assert slow.close_code == 4408
