@@ -58,6 +58,8 @@ RUN groupadd --system --gid 10001 securechat \
 COPY --from=builder /opt/venv /opt/venv
 
 WORKDIR /app
+# The browser clients are plain ES modules served as they are (no build step).
+COPY client_web /app/client_web
 RUN mkdir -p /app/data && chown securechat:securechat /app/data
 
 USER securechat

@@ -8,11 +8,14 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
 
 from server.brokers.base import Broker, broker_from_url
 from server.clock import Clock
@@ -22,6 +25,7 @@ from server.realtime.frames import FrameHandler
 from server.realtime.hub import Hub
 from server.realtime.sending import Sending
 from server.services.container import build_services
+from server.services.links import SecureLinks
 from server.settings import Settings
 from server.sms.base import SmsProvider
 from server.sms.inbound import InboundSms
@@ -29,7 +33,7 @@ from server.sms.simulator import SimulatorProvider
 from server.sms.twilio import SignatureChecker, TwilioProvider
 from server.sms.worker import OutboxWorker
 from server.store.migrate import check_current
-from server.web import api, dev, health, webhooks, ws
+from server.web import api, dev, health, patient, webhooks, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
@@ -68,6 +72,10 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             if settings.sms_provider == "twilio":
                 assert settings.twilio_auth_token is not None
                 app.state.twilio_signatures = SignatureChecker(settings.twilio_auth_token)
+            app.state.links = SecureLinks(
+                db=services.db, keyring=services.keyring, clock=services.clock,
+                sms=services.sms_outbox, sessions=services.patient_sessions,
+                wake_sms=worker.wake)
             app.state.sending = Sending(hub, services.messaging, worker, metrics)
             app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
             yield
@@ -78,7 +86,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                 await hub.stop()
             await services.db.close()
 
-    routes = [*health.routes, *api.routes, *ws.routes]
+    routes = [*health.routes, *api.routes, *ws.routes, *patient.routes,
+              Mount("/static", StaticFiles(directory=client_dir()), name="static")]
     if settings.sms_provider == "twilio":
         routes += webhooks.routes
     elif settings.demo:
@@ -101,6 +110,13 @@ def _sms_provider(settings: Settings, services) -> SmsProvider:
                               status_callback=settings.public_url.rstrip("/")
                               + "/sms/twilio/status")
     return SimulatorProvider(services.db, services.keyring, services.clock)
+
+
+def client_dir() -> Path:
+    """The browser clients (plain ES modules, no build step): beside the package in a
+    checkout, or ``./client_web`` where the image puts them."""
+    beside = Path(__file__).resolve().parent.parent / "client_web"
+    return beside if beside.is_dir() else Path.cwd() / "client_web"
 
 
 async def _app_error(request: Request, exc: Exception) -> Response:

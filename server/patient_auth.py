@@ -68,3 +68,12 @@ class PatientSessions:
                 await session_store.touch(conn, sid, now)
         return PatientPrincipal(sid, row["account_id"], row["patient_id"],
                                 row["conversation_id"])
+
+    async def end(self, principal: PatientPrincipal) -> None:
+        """The patient pressed "End session"."""
+        async with self._db.write() as conn:
+            await session_store.end_session(conn, principal.session_id, self._clock.now())
+            await audit.append(conn, self._clock, stream=principal.account_id,
+                               actor=principal.actor(), action="patient.session_ended",
+                               object_type="conversation",
+                               object_id=principal.conversation_id)

@@ -107,6 +107,11 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
     unread: int
 
 
+class VerifyRequest(Inbound):
+    date_of_birth: Annotated[str, Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    code: Annotated[str, Meta(pattern=r"^\d{6}$")] | None = None
+
+
 class SegmentsRequest(Inbound):
     body: Annotated[str, Meta(max_length=MAX_BODY_CHARS)]
 

@@ -7,14 +7,16 @@
   one connection whatever the load: redis-py's asyncio pool raises
   ``MaxConnectionsError`` instead of waiting once 100 commands are in flight, so a
   connection per publication would fail under a burst. ``ping()`` (for ``/readyz``)
-  borrows a second pooled connection only if it comes while a pipeline is in flight.
-* **Subscribing** uses a second, dedicated connection (RESP2 is pinned: a subscribed
-  RESP2 connection runs nothing else, so the reader owns it). ``subscribe`` returns once
-  Redis has confirmed *that* SUBSCRIBE (Redis answers each one, in order, so each call
-  waits for its own answer), so a node that then reads a stream position from the store
-  cannot miss a publication made between the two. Called while the link is down, it
-  only records the channel and returns. ``unsubscribe`` drops the channel at once:
-  publications already on their way for it are discarded, not delivered.
+  borrows a third connection only if it comes while a pipeline is in flight.
+* **Subscribing** uses a second, dedicated connection (RESP2 is pinned, whatever
+  redis-py's default: a subscribed RESP2 connection runs nothing else, so the reader
+  owns it). ``subscribe`` returns once Redis has confirmed *that* SUBSCRIBE (Redis
+  answers each one, in order, so each call waits for its own answer), so a node that
+  then reads a stream position from the store cannot miss a publication made between
+  the two; if no answer comes within ``SUBSCRIBE_CONFIRM_SECONDS`` it returns anyway
+  and the position sync covers the gap. Called while the link is down (or still being
+  set up), it only records the channel and returns. ``unsubscribe`` drops the channel
+  at once: publications already on their way for it are discarded, not delivered.
 * **(Re)connecting**: the control channel and every recorded channel are subscribed,
   and the broker reports up (``up``, ``on_broker_state(True)``) only once Redis has
   confirmed them all; a channel recorded while that happens is subscribed too.
@@ -109,8 +111,12 @@ class RedisBroker(Broker):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # close() itself was cancelled, not just the task
         await self._disconnect()
 
     @property
@@ -251,11 +257,12 @@ class RedisBroker(Broker):
                 kind = message["type"]
                 if kind == "message":
                     channel = message["channel"].decode()
-                    if True:
+                    if channel == CONTROL_CHANNEL or channel in self._channels:
                         self._deliver(channel, message["data"])
                 elif kind == "subscribe":
                     self._confirm(message["channel"].decode())
         finally:
+            self._linked = False  # subscribe() records from now on
             self._abandon_pending()  # wake subscribe() calls now, not at a timeout
 
     async def _write(self, client: Redis) -> None:

@@ -47,6 +47,9 @@ class Connection:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     # Staff: inbound messages seen per conversation (their unread = count - seen).
     read_seen: dict[str, int] = field(default_factory=dict)
+    # Staff: the newest (last_seq, inbound_count, last_activity_at) sent in an inbox
+    # update per conversation, so a later update never describes an older state.
+    inbox: dict[str, tuple[int, int, str]] = field(default_factory=dict)
     typing: Throttle = field(default_factory=lambda: Throttle(TYPING_INTERVAL))
     last_activity: datetime | None = None  # last user action not yet written to the store
     close_code: int | None = None

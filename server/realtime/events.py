@@ -38,6 +38,9 @@ class StatusEvent(Event, tag="s"):
     status: str
     at: str
     error_code: str | None = None
+    # The message's channel when the publisher knows it; otherwise a node with a patient
+    # socket on the conversation reads it (SMS statuses never reach the secure page).
+    channel: str | None = None
 
 
 class TypingEvent(Event, tag="t"):
@@ -52,10 +55,23 @@ class ReadEvent(Event, tag="r"):
     reader_id: str
     reader_name: str
     inbound_seen: int  # the reader's new read position in inbound messages (staff)
+    # The conversation when it was read, for the reader's other staff sockets' inbox
+    # (``last_activity_at`` empty: not known, no inbox update).
+    last_seq: int = 0
+    inbound_count: int = 0
+    last_activity_at: str = ""
 
 
 class PresenceEvent(Event, tag="p"):
     online: bool
+
+
+class PresenceQuery(msgspec.Struct, frozen=True, array_like=True, tag="q"):
+    """A node began following an account: the others answer with the account's
+    patients online on them (they announced it before this node was listening)."""
+
+    node: str
+    account_id: str
 
 
 class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
@@ -65,6 +81,7 @@ class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
     session_id: str
 
 
-AnyEvent = MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent | SessionEnded
+AnyEvent = (MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent
+            | PresenceQuery | SessionEnded)
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder(AnyEvent).decode

@@ -20,6 +20,7 @@ from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
 from server.protocol import (
     Ack,
+    AnyClientFrame,
     ErrorFrame,
     Ping,
     Pong,
@@ -41,6 +42,9 @@ from server.realtime.sending import Sending
 
 log = logging.getLogger("securechat.frames")
 
+# Longest ``ref`` / ``client_msg_id`` echoed from a refused frame (their protocol limit).
+MAX_ECHO = 64
+
 
 class FrameHandler:
     def __init__(self, hub: Hub, sending: Sending, clock: Clock, metrics: Metrics) -> None:
@@ -50,15 +54,24 @@ class FrameHandler:
         self._metrics = metrics
 
     async def handle(self, conn: Connection, text: str, ip: str | None) -> None:
-        try:
-            frame = client_frame_decoder.decode(text)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            conn.push(encode(ErrorFrame(code=ErrorCode.INVALID_FRAME, message=str(exc))))
-            self._hub_metrics("invalid", "invalid")
+        frame, problem = _decode(text)
+        # Every frame spends a token, a refused one too: a flood of garbage is limited
+        # like a flood of pings.
+        wait_ms = conn.bucket.take(time.monotonic())
+        if frame is None:
+            ref, client_msg_id = _echo(text)
+            if wait_ms:
+                conn.push(encode(ErrorFrame(code=ErrorCode.RATE_LIMITED, message="slow down",
+                                            retry_after_ms=wait_ms,
+                                            client_msg_id=client_msg_id, ref=ref)))
+                self._hub_metrics("invalid", "rate_limited")
+            else:
+                conn.push(encode(ErrorFrame(code=ErrorCode.INVALID_FRAME, message=problem,
+                                            client_msg_id=client_msg_id, ref=ref)))
+                self._hub_metrics("invalid", "invalid")
             return
         kind = type(frame).__name__.lower()
         client_msg_id = getattr(frame, "client_msg_id", None)
-        wait_ms = conn.bucket.take(time.monotonic())
         if wait_ms:
             conn.push(encode(ErrorFrame(code=ErrorCode.RATE_LIMITED, message="slow down",
                                         retry_after_ms=wait_ms, client_msg_id=client_msg_id,
@@ -69,13 +82,21 @@ class FrameHandler:
             await self._dispatch(conn, frame, Actor(conn.role, conn.user_id, ip))
             self._hub_metrics(kind, "ok")
         except AppError as exc:
-            self._refuse(conn, frame, exc.code, exc.message, exc.retry_after_ms)
-            self._hub_metrics(kind, str(exc.code))
+            # A service's ``invalid_request`` (a blank body) is, on a socket, a bad frame.
+            code = ErrorCode.INVALID_FRAME if exc.code is ErrorCode.INVALID_REQUEST \
+                else exc.code
+            self._refuse(conn, frame, code, exc.message, exc.retry_after_ms)
+            self._hub_metrics(kind, str(code))
         except (DBAPIError, OSError, TimeoutError) as exc:
             log.warning("store unavailable for a frame", extra={"reason": type(exc).__name__})
             self._refuse(conn, frame, ErrorCode.UNAVAILABLE,
                          "could not store it now; resend with the same client_msg_id")
             self._hub_metrics(kind, "unavailable")
+        except Exception:
+            # A bug must not take the socket (or the node) down with it.
+            log.exception("frame failed", extra={"frame": kind})
+            self._refuse(conn, frame, ErrorCode.INTERNAL, "internal error; it was logged")
+            self._hub_metrics(kind, "internal")
 
     async def _dispatch(self, conn: Connection, frame, actor: Actor) -> None:
         match frame:
@@ -126,15 +147,18 @@ class FrameHandler:
         await self._authorise(conn, frame.conversation_id)
         conn.last_activity = self._clock.now()
         reader = Sender(conn.role, conn.user_id, conn.user_name)
-        inbound_seen, changed, at = await self._hub.streams.mark_read(
-            frame.conversation_id, reader, frame.seq)
+        result = await self._hub.streams.mark_read(frame.conversation_id, reader, frame.seq)
+        if result.seq == 0:
+            return  # nothing to read yet
         node = self._hub.node_id
         self._hub.publish(events.ReadEvent(
-            node, conn.account_id, frame.conversation_id, frame.seq, conn.role, conn.user_id,
-            "" if conn.is_patient else conn.user_name, inbound_seen))
-        for message_id in changed:
+            node, conn.account_id, frame.conversation_id, result.seq, conn.role, conn.user_id,
+            "" if conn.is_patient else conn.user_name, result.inbound_seen, result.last_seq,
+            result.inbound_count, result.last_activity_at))
+        for message_id in result.changed:
             self._hub.publish(events.StatusEvent(node, conn.account_id, frame.conversation_id,
-                                                 message_id, "read", at))
+                                                 message_id, "read", result.at,
+                                                 channel="secure"))
 
     async def _authorise(self, conn: Connection, conversation_id: str) -> None:
         """A patient follows only its own conversation; staff only their account's.
@@ -154,3 +178,37 @@ class FrameHandler:
 
     def _hub_metrics(self, kind: str, outcome: str) -> None:
         self._metrics.ws_frames_in.labels(kind, outcome).inc()
+
+
+# The store keeps positions as signed 64-bit integers; JSON (and msgspec) allow larger.
+MAX_SEQ = 2**63 - 1
+
+
+def _decode(text: str) -> tuple[AnyClientFrame | None, str]:
+    """The frame, or None and what is wrong with it."""
+    try:
+        frame = client_frame_decoder.decode(text)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return None, str(exc)
+    except RecursionError:  # nesting deeper than the decoder follows
+        return None, "JSON is nested too deeply"
+    for name in ("after_seq", "seq"):
+        if getattr(frame, name, 0) > MAX_SEQ:
+            return None, f"Expected `int` <= {MAX_SEQ} - at `$.{name}`"
+    return frame, ""
+
+
+def _echo(text: str) -> tuple[str | None, str | None]:
+    """The ``ref`` and ``client_msg_id`` of a refused frame, when it has usable ones, so
+    the client can tell which of its frames the error answers."""
+    try:
+        value = msgspec.json.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None, None
+    if not isinstance(value, dict):
+        return None, None
+    return _short_str(value.get("ref")), _short_str(value.get("client_msg_id"))
+
+
+def _short_str(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= MAX_ECHO else None

@@ -133,6 +133,7 @@ class Hub:
         self._metrics.ws_connections.inc()
         if first:
             await self.broker.subscribe(account_channel(conn.account_id))
+            self._ask_presence(conn.account_id)
         if conn.is_patient:
             assert conn.conversation_id is not None
             self._local_online[conn.conversation_id] += 1
@@ -164,10 +165,12 @@ class Hub:
     async def subscribe(self, conn: Connection, conversation_id: str, after_seq: int) -> int:
         """Replay the stored messages after ``after_seq`` to ``conn``, then go live.
         Returns the position the replay reached (the ``subscribed`` frame's last_seq)."""
-        stream = await self._open_stream(conn.account_id, conversation_id)
-        sub = conn.subscriptions.get(conversation_id)
-        if sub is not None:  # a re-subscribe restarts the replay from the new position
+        if conversation_id in conn.subscriptions:
+            # A re-subscribe restarts the replay from the new position. Leave first: were
+            # this the stream's last follower, leaving drops the stream, and joining the
+            # dropped one would never hear a live message again.
             self.unsubscribe(conn, conversation_id)
+        stream = await self._open_stream(conn.account_id, conversation_id)
         sub = conn.subscriptions[conversation_id] = Subscription(after_seq)
         stream.subscribers.add(conn)
         while True:
@@ -245,6 +248,23 @@ class Hub:
     def _publish_presence(self, account_id: str, conversation_id: str, online: bool) -> None:
         self.publish(events.PresenceEvent(self.node_id, account_id, conversation_id, online))
 
+    def _tell_others(self, event: events.PresenceEvent | events.PresenceQuery) -> None:
+        """Publish to the other nodes only (this node's own state needs no news)."""
+        try:
+            self.broker.publish(account_channel(event.account_id), events.encode(event))
+        except BrokerUnavailable:
+            self._metrics.broker_publish_failures.inc()
+
+    def _ask_presence(self, account_id: str) -> None:
+        self._tell_others(events.PresenceQuery(self.node_id, account_id))
+
+    def _answer_presence(self, query: events.PresenceQuery) -> None:
+        for conversation_id in list(self._local_online):
+            conns = self._patient_conns(conversation_id)
+            if conns and conns[0].account_id == query.account_id:
+                self._tell_others(events.PresenceEvent(self.node_id, query.account_id,
+                                                       conversation_id, True))
+
     # --- the broker's handler --------------------------------------------------------------
 
     def on_publication(self, channel: str, payload: bytes) -> None:
@@ -264,6 +284,8 @@ class Hub:
                 account = next(iter(self._patient_conns(conversation_id)), None)
                 if account is not None:
                     self._publish_presence(account.account_id, conversation_id, True)
+            for account_id in list(self._by_account):  # what did the others announce?
+                self._ask_presence(account_id)
 
     def _enqueue(self, item: events.AnyEvent | Fill) -> None:
         try:
@@ -280,6 +302,10 @@ class Hub:
                 await self._dispatch(item)
             except Exception:
                 log.exception("dispatch failed", extra={"event": type(item).__name__})
+            # Let the sockets' writers run between events. Without this a backlog (a
+            # batch of delivered marks, a read turning 200 messages to `read`) is pushed
+            # in one go and overflows the outboxes of sockets that keep up perfectly.
+            await asyncio.sleep(0)
 
     async def _dispatch(self, item: events.AnyEvent | Fill) -> None:
         match item:
@@ -290,11 +316,7 @@ class Hub:
                 if stream is not None and upto > stream.last_seq:
                     await self._fill(conversation_id, stream, upto)
             case events.StatusEvent():
-                frame = encode(Status(conversation_id=item.conversation_id,
-                                      message_id=item.message_id, status=item.status,
-                                      at=item.at, error_code=item.error_code))
-                for conn in self._subscribers(item.conversation_id):
-                    self._push(conn, frame)
+                await self._on_status(item)
             case events.TypingEvent():
                 await self._relay(item, item.sender_kind, item.sender_id, item.sender_name,
                                   lambda who: TypingNotice(conversation_id=item.conversation_id,
@@ -303,6 +325,8 @@ class Hub:
                 await self._on_read(item)
             case events.PresenceEvent():
                 self._on_presence(item)
+            case events.PresenceQuery():
+                self._answer_presence(item)
             case events.SessionEnded():
                 for conn in list(self._by_session.get(item.session_id, ())):
                     conn.close(4401, "session ended")
@@ -335,6 +359,7 @@ class Hub:
             for message in page:
                 self._fan_out(stream, message)
                 stream.last_seq = message.seq
+                await asyncio.sleep(0)  # let the writers drain (see _dispatch_loop)
 
     def _fan_out(self, stream: Stream, message: Message) -> None:
         """Encode once; offer the same string to every follower."""
@@ -350,6 +375,10 @@ class Hub:
             return
         frames: dict[int, str] = {}
         for conn in staff:
+            known = conn.inbox.get(event.conversation_id)
+            if known is None or event.seq > known[0]:
+                conn.inbox[event.conversation_id] = (event.seq, event.inbound_count,
+                                                     event.created_at)
             unread = max(0, event.inbound_count - conn.read_seen.get(event.conversation_id, 0))
             if unread not in frames:
                 frames[unread] = encode(ConversationUpdate(
@@ -357,15 +386,51 @@ class Hub:
                     last_activity_at=event.created_at, last_seq=event.seq, unread=unread))
             self._push(conn, frames[unread])
 
+    async def _on_status(self, event: events.StatusEvent) -> None:
+        """A status goes to the conversation's followers; the secure page shows Secure
+        Chat only, so a patient never hears of an SMS (not even that it exists)."""
+        channel = event.channel
+        if channel is None and any(c.is_patient for c in self._subscribers(
+                event.conversation_id)):
+            channel = await self.streams.message_channel(event.message_id)
+        frame = encode(Status(conversation_id=event.conversation_id,
+                              message_id=event.message_id, status=event.status,
+                              at=event.at, error_code=event.error_code))
+        for conn in self._subscribers(event.conversation_id):
+            if conn.may_see(channel or "sms"):
+                self._push(conn, frame)
+
     async def _on_read(self, event: events.ReadEvent) -> None:
         if event.reader_kind == "staff":
-            for conn in self._by_account.get(event.account_id, ()):
-                if conn.user_id == event.reader_id:
-                    seen = conn.read_seen.get(event.conversation_id, 0)
-                    conn.read_seen[event.conversation_id] = max(seen, event.inbound_seen)
+            readers = [conn for conn in self._by_account.get(event.account_id, ())
+                       if conn.user_id == event.reader_id and not conn.is_patient]
+            for conn in readers:
+                seen = conn.read_seen.get(event.conversation_id, 0)
+                conn.read_seen[event.conversation_id] = max(seen, event.inbound_seen)
+            if readers and event.last_activity_at:
+                await self._reader_inbox_update(event, readers)
         await self._relay(event, event.reader_kind, event.reader_id, event.reader_name,
                           lambda who: ReadNotice(conversation_id=event.conversation_id,
                                                  seq=event.seq, reader=who))
+
+    async def _reader_inbox_update(self, event: events.ReadEvent,
+                                   readers: list[Connection]) -> None:
+        """After a staff member's read, their sockets' inbox shows the new unread count
+        (another tab's badge clears too). The conversation is described as the newest
+        of what the read saw and what this socket was last told, so it never goes back."""
+        summary = await self.streams.summary(event.account_id, event.conversation_id)
+        if summary is None:
+            return
+        for conn in readers:
+            last_seq, inbound_count, at = event.last_seq, event.inbound_count, \
+                event.last_activity_at
+            known = conn.inbox.get(event.conversation_id)
+            if known is not None and known[0] > last_seq:
+                last_seq, inbound_count, at = known
+            unread = max(0, inbound_count - conn.read_seen.get(event.conversation_id, 0))
+            self._push(conn, encode(ConversationUpdate(
+                id=event.conversation_id, patient=summary, last_activity_at=at,
+                last_seq=last_seq, unread=unread)))
 
     async def _relay(self, event, kind: str, user_id: str, name: str, build) -> None:
         """Typing and read notices go to the conversation's other followers."""
@@ -447,11 +512,12 @@ class Hub:
                 await self.check_sessions()
 
     async def check_sessions(self) -> None:
-        active = {c.session_id for c in self.connections() if c.last_activity is not None}
-        if active:
-            await self.streams.touch_sessions(sorted(active))
-            for conn in self.connections():
-                conn.last_activity = None
+        seen = {c: c.last_activity for c in self.connections() if c.last_activity is not None}
+        if seen:
+            await self.streams.touch_sessions(sorted({c.session_id for c in seen}))
+            for conn, moment in seen.items():
+                if conn.last_activity == moment:  # not if it acted again meanwhile
+                    conn.last_activity = None
         ids = list(self._by_session)
         now = self._clock.now()
         for start in range(0, len(ids), SYNC_BATCH):
@@ -467,8 +533,9 @@ class Hub:
             await asyncio.sleep(PRESENCE_REFRESH)
             for conversation_id in list(self._local_online):
                 conns = self._patient_conns(conversation_id)
-                if conns:
-                    self._publish_presence(conns[0].account_id, conversation_id, True)
+                if conns:  # a refresh for the others (local staff were told already)
+                    self._tell_others(events.PresenceEvent(
+                        self.node_id, conns[0].account_id, conversation_id, True))
             now = time.monotonic()
             for conversation_id, nodes in list(self._remote_online.items()):
                 for node, until in list(nodes.items()):
@@ -491,7 +558,8 @@ class Hub:
             at = rfc3339(self._clock.now())
             for message_id, conversation_id, account_id in changed:
                 self.publish(events.StatusEvent(self.node_id, account_id, conversation_id,
-                                                message_id, "delivered", at))
+                                                message_id, "delivered", at,
+                                                channel="secure"))
 
 
 def _parse(moment: str) -> datetime:

@@ -32,6 +32,7 @@ class Services:
     patients: Patients
     messaging: Messaging
     patient_sessions: PatientSessions
+    sms_outbox: SmsOutbox
     streams: Streams
 
 
@@ -48,13 +49,14 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
     hashing = PasswordHashing(settings.password_hash_concurrency,
                               settings.password_hash_queue)
     patients = Patients(db, keyring, clock, settings.default_region)
+    sms_outbox = SmsOutbox(keyring, clock, settings.public_url, settings.notify_window_seconds)
     return Services(
         settings=settings, clock=clock, db=db, metrics=metrics or Metrics(), keyring=keyring,
         hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master),
         accounts=Accounts(db, keyring, clock, hashing, settings.default_region),
         patients=patients,
-        messaging=Messaging(db, keyring, clock, SmsOutbox(
-            keyring, clock, settings.public_url, settings.notify_window_seconds)),
+        messaging=Messaging(db, keyring, clock, sms_outbox),
+        sms_outbox=sms_outbox,
         patient_sessions=PatientSessions(db, clock, settings),
         streams=Streams(db, keyring, clock, patients),
     )

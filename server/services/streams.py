@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from server import audit, crypto, phones
 from server.audit import Actor
@@ -27,6 +28,16 @@ from server.store.db import Database
 SUMMARY_CACHE = 10_000
 # Status frames sent for one ``read``; beyond that the ``read`` frame itself says it all.
 MAX_READ_STATUS = 200
+
+
+class ReadResult(NamedTuple):
+    seq: int  # the position read to (at most the stream's end)
+    inbound_seen: int  # inbound messages up to it
+    changed: list[str]  # messages that became ``read``
+    at: str
+    last_seq: int  # the conversation now, for inbox updates
+    inbound_count: int
+    last_activity_at: str
 
 
 class Streams:
@@ -125,19 +136,33 @@ class Streams:
         async with self._db.read() as conn:
             return await stream_store.read_positions(conn, reader_id)
 
-    async def mark_read(self, conversation_id: str, reader: Sender, seq: int
-                        ) -> tuple[int, list[str], str]:
+    async def mark_read(self, conversation_id: str, reader: Sender, seq: int) -> ReadResult:
         """Record that ``reader`` has read up to ``seq``; the other side's secure messages
-        up to it become ``read``. Returns (inbound_seen, changed message ids, time)."""
+        up to it become ``read``.
+
+        A ``seq`` past the end counts as reading to the end: the pointer never runs ahead
+        of the stream (a pointer ahead would hide, and never let the reader clear, the
+        messages still to come)."""
         # Staff read inbound messages; a patient reads outbound ones.
         other_side = "inbound" if reader.kind == "staff" else "outbound"
         async with self._db.write() as conn:
+            position = await stream_store.conversation_position(conn, conversation_id)
+            if position is None:
+                raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
+            seq = min(seq, position["last_seq"])
             inbound_seen = await stream_store.inbound_upto(conn, conversation_id, seq)
-            await stream_store.advance_read_pointer(conn, conversation_id, reader.id,
-                                                    reader.kind, seq, inbound_seen)
+            if seq > 0:
+                await stream_store.advance_read_pointer(conn, conversation_id, reader.id,
+                                                        reader.kind, seq, inbound_seen)
             changed = await stream_store.mark_read(conn, conversation_id, seq, other_side,
                                                    MAX_READ_STATUS)
-        return inbound_seen, [row["id"] for row in changed], rfc3339(self._clock.now())
+        return ReadResult(seq, inbound_seen, [row["id"] for row in changed],
+                          rfc3339(self._clock.now()), position["last_seq"],
+                          position["inbound_count"], rfc3339(position["last_activity_at"]))
+
+    async def message_channel(self, message_id: str) -> str | None:
+        async with self._db.read() as conn:
+            return await stream_store.message_channel(conn, message_id)
 
     async def mark_delivered(self, message_ids: Sequence[str]) -> list:
         async with self._db.write() as conn:

@@ -11,6 +11,8 @@ app sees), over every form parameter received.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import httpx
 from twilio.request_validator import RequestValidator
 
@@ -25,11 +27,12 @@ class TwilioProvider(SmsProvider):
     name = "twilio"
 
     def __init__(self, *, account_sid: str, auth_token: str, api_base: str,
-                 status_callback: str, transport: httpx.AsyncBaseTransport | None = None):
+                 status_callback: str, transport: httpx.AsyncBaseTransport | None = None,
+                 timeout: float = TIMEOUT_SECONDS):
         self._url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._status_callback = status_callback
         self._client = httpx.AsyncClient(auth=(account_sid, auth_token),
-                                         timeout=TIMEOUT_SECONDS, transport=transport)
+                                         timeout=timeout, transport=transport)
 
     async def send(self, *, account_id: str, to: str, from_: str, body: str) -> Sent:
         form = {"To": to, "From": from_, "Body": body, "StatusCallback": self._status_callback}
@@ -64,13 +67,34 @@ def _json(response: httpx.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+class _Params:
+    """Form parameters with every value of a repeated name (``RequestValidator`` reads
+    them through ``getlist``): Twilio signs all of them, a plain dict keeps one."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            self._values.setdefault(name, []).append(value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __bool__(self) -> bool:
+        return bool(self._values)
+
+    def getlist(self, name: str) -> list[str]:
+        return self._values[name]
+
+
 class SignatureChecker:
     """``X-Twilio-Signature`` against the public URL of our own webhook."""
 
     def __init__(self, auth_token: str) -> None:
         self._validator = RequestValidator(auth_token)
 
-    def valid(self, url: str, params: dict[str, str], signature: str | None) -> bool:
+    def valid(self, url: str, params: Iterable[tuple[str, str]], signature: str | None
+              ) -> bool:
+        """``params`` are every (name, value) pair received, repeats included."""
         if not signature:
             return False
-        return bool(self._validator.validate(url, params, signature))
+        return bool(self._validator.validate(url, _Params(params), signature))

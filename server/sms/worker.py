@@ -85,11 +85,22 @@ class OutboxWorker:
         now = self._clock.now()
         async with self._db.write() as conn:
             rows = await sms_store.claim(conn, now, now + LEASE, CLAIM_BATCH)
-        await asyncio.gather(*(self._send(row) for row in rows))
+        # One row's failure (a store error while recording it) must not abandon the
+        # others mid-flight: each is awaited, failures are logged, their leases run out.
+        results = await asyncio.gather(*(self._send(row) for row in rows),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("outbox row not recorded", exc_info=result)
         return len(rows)
 
     async def _send(self, row) -> None:
         account_id = row["account_id"]
+        if row["attempts"] > self._settings.sms_max_attempts:
+            # Claimed again after its lease ran out (a node stopped mid-send) with every
+            # attempt spent: the limit holds for those attempts too.
+            await self._fail(row, row["error_code"] or "lease_expired")
+            return
         async with self._db.read() as conn:
             target = await sms_store.recipient(conn, row["patient_id"])
             try:
@@ -113,6 +124,12 @@ class OutboxWorker:
             return
         except TransientFailure as exc:
             await self._retry(row, exc.error_code)
+            return
+        except Exception:
+            # A provider bug is not a reason to strand the row in ``sending`` until its
+            # lease runs out, again and again: retry it within the attempt limit.
+            log.warning("sms provider raised", exc_info=True)
+            await self._retry(row, "provider_error")
             return
         self._metrics.sms_results.labels("sent").inc()
         status = "notified" if row["kind"] == "notification" else _message_status(sent.status)

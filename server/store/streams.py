@@ -88,3 +88,17 @@ async def mark_delivered(conn: AsyncConnection, message_ids: Sequence[str]) -> l
         .values(status="delivered")
         .returning(messages.c.id, messages.c.conversation_id, messages.c.account_id))
     return list(result.all())
+
+
+async def conversation_position(conn: AsyncConnection, conversation_id: str
+                                ) -> RowMapping | None:
+    """The stream position, inbound count and last activity of one conversation."""
+    return (await conn.execute(
+        select(conversations.c.last_seq, conversations.c.inbound_count,
+               conversations.c.last_activity_at)
+        .where(conversations.c.id == conversation_id))).mappings().first()
+
+
+async def message_channel(conn: AsyncConnection, message_id: str) -> str | None:
+    return (await conn.execute(select(messages.c.channel)
+                               .where(messages.c.id == message_id))).scalar_one_or_none()

@@ -68,6 +68,9 @@ accounts = Table(
     Column("portal_active", Boolean, nullable=False, default=False),
     Column("sms_number", String(20), unique=True),
     Column("secure_link_ttl_hours", Integer, nullable=False, default=72),
+    # Always ask for a one-time SMS code after the date of birth (else only for links
+    # sent more than 24 hours ago).
+    Column("require_code", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -241,6 +244,9 @@ secure_links = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    # Wrong dates of birth and wrong codes together; five lock the link for good.
+    Column("failures", Integer, nullable=False, default=0),
+    Column("locked_at", UTCDateTime),
 )
 
 simulated_sms = Table(
@@ -254,4 +260,18 @@ simulated_sms = Table(
     Column("from_number", String(20), nullable=False),
     Column("body_enc", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# --- the patient's secure session (migration 0003) ----------------------------------------
+
+link_codes = Table(
+    "link_codes", metadata,
+    # One-time codes sent by SMS for a link; only a keyed hash of the code is kept.
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), ForeignKey("secure_links.token_hash"), nullable=False,
+           index=True),
+    Column("code_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime),
 )

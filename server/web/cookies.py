@@ -28,3 +28,13 @@ def clear_staff(response: Response, settings: Settings) -> None:
 
 def patient_cookie_name(settings: Settings) -> str:
     return "__Host-sc_patient" if settings.secure_cookies else "sc_patient"
+
+
+def set_patient(response: Response, settings: Settings, token: str) -> None:
+    response.set_cookie(patient_cookie_name(settings), token, path="/", httponly=True,
+                        samesite="strict", secure=settings.secure_cookies)
+
+
+def clear_patient(response: Response, settings: Settings) -> None:
+    response.delete_cookie(patient_cookie_name(settings), path="/", httponly=True,
+                           samesite="strict", secure=settings.secure_cookies)

@@ -105,9 +105,14 @@ def origin_allowed(headers: dict[bytes, bytes], allowed: frozenset[str]) -> bool
     in the allowed set exactly (``null`` never is); without Origin a present Referer's
     origin must be; with neither, the caller is not a browser and cannot ride a victim's
     cookie (which is ``SameSite=Strict`` besides), so it is let through to the normal
-    session check.
+    session check. One exception: pages served with ``Referrer-Policy: no-referrer``
+    make browsers send ``Origin: null`` even on same-origin form posts; for those the
+    browser's own ``Sec-Fetch-Site: same-origin`` (a header no page script can set)
+    is the proof.
     """
     origin = headers.get(b"origin")
+    if origin == b"null" and headers.get(b"sec-fetch-site") == b"same-origin":
+        return True
     if origin is not None:
         return origin.decode("latin-1") in allowed
     referer = headers.get(b"referer")

@@ -23,15 +23,16 @@ async def _signed_form(request: Request) -> dict[str, str]:
     if length is not None and (not length.isdigit() or int(length) > MAX_JSON_BODY):
         raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, "body too large")
     form = await request.form(max_files=0, max_fields=200)
-    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    pairs = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
     state = request.app.state
     url = state.services.settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    if not state.twilio_signatures.valid(url, params,
+    # Over every pair received, repeats included: Twilio signs them all.
+    if not state.twilio_signatures.valid(url, pairs,
                                          request.headers.get("x-twilio-signature")):
         raise AppError(ErrorCode.FORBIDDEN, "bad or missing Twilio signature")
-    return params
+    return dict(pairs)
 
 
 def _field(params: dict[str, str], name: str) -> str:

@@ -1,0 +1,51 @@
+// The wire protocol's names, mirroring server/protocol.py and docs/protocol.md.
+// Keep the two in step: a name here that the server does not know is a bug.
+
+export const ClientFrame = Object.freeze({
+  SUBSCRIBE: "subscribe",
+  UNSUBSCRIBE: "unsubscribe",
+  SEND: "send",
+  TYPING: "typing",
+  READ: "read",
+  PING: "ping",
+});
+
+export const ServerFrame = Object.freeze({
+  READY: "ready",
+  ACK: "ack",
+  SUBSCRIBED: "subscribed",
+  MESSAGE: "message",
+  STATUS: "status",
+  CONVERSATION: "conversation",
+  TYPING: "typing",
+  READ: "read",
+  PRESENCE: "presence",
+  ERROR: "error",
+  PONG: "pong",
+});
+
+// Close codes (docs/protocol.md "Close codes") and whether to reconnect after each.
+export const Close = Object.freeze({
+  UNAUTHENTICATED: 4401,
+  FORBIDDEN: 4403,
+  TOO_SLOW: 4408,
+  RESTARTING: 1012,
+  TOO_LARGE: 1009,
+  UNSUPPORTED: 1003,
+});
+
+export function shouldReconnect(code) {
+  return ![Close.UNAUTHENTICATED, Close.FORBIDDEN, Close.TOO_LARGE, Close.UNSUPPORTED]
+    .includes(code);
+}
+
+export const ErrorCode = Object.freeze({
+  INVALID_FRAME: "invalid_frame",
+  UNAUTHENTICATED: "unauthenticated",
+  FORBIDDEN: "forbidden",
+  NOT_FOUND: "not_found",
+  RATE_LIMITED: "rate_limited",
+  PORTAL_INACTIVE: "portal_inactive",
+  OPTED_OUT: "opted_out",
+  UNAVAILABLE: "unavailable",
+});

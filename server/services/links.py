@@ -1,0 +1,176 @@
+"""Secure links and the patient's identity check.
+
+* A link's token (256 bits, URL-safe) exists only in the SMS; the store keeps its
+  SHA-256. It is bound to one conversation and expires after the account's
+  ``secure_link_ttl_hours``; staff can revoke it.
+* Opening a link (GET) consumes nothing: link previews and scanners fetch it.
+* Verification asks for the date of birth (compared in constant time, never logged) and,
+  when the link was sent more than 24 hours ago or the account always wants it, a
+  one-time code sent by SMS (6 digits, 10 minutes, single use, stored as a keyed hash).
+  Wrong dates and wrong codes count together: the fifth locks the link for good (asking
+  for a new code does not reset the count), is audited and tells the staff.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+
+import msgspec
+
+from server import audit, crypto
+from server.audit import Actor
+from server.clock import Clock
+from server.errors import AppError, ErrorCode
+from server.patient_auth import PatientPrincipal, PatientSessions
+from server.services.keys import KeyRing
+from server.sms.outbox import SmsOutbox
+from server.store import links as link_store
+from server.store.db import Database
+
+MAX_FAILURES = 5  # issue 5: five wrong tries lock the link
+CODE_TTL = timedelta(minutes=10)
+CODE_AFTER = timedelta(hours=24)  # links older than this always need a code
+CODE_SMS = "{clinic}: your verification code is {code}. It expires in 10 minutes."
+NO_LONGER_VALID = "this link is no longer valid; please ask your clinic for a new one"
+
+
+class LinkState(enum.Enum):
+    VALID = "valid"
+    LOCKED = "locked"
+    GONE = "gone"  # unknown, expired or revoked: the patient is not told which
+
+
+class CodeSent(msgspec.Struct, frozen=True):
+    """The date of birth was right; a code is on its way by SMS."""
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SecureLinks:
+    def __init__(self, *, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox,
+                 sessions: PatientSessions,
+                 on_locked: Callable[[str, str], None] | None = None,
+                 wake_sms: Callable[[], None] | None = None) -> None:
+        self._db = db
+        self._keyring = keyring
+        self._clock = clock
+        self._sms = sms
+        self._sessions = sessions
+        self.on_locked = on_locked or (lambda account_id, conversation_id: None)
+        self.wake_sms = wake_sms or (lambda: None)
+
+    async def state(self, token: str) -> tuple[LinkState, str]:
+        """What a GET of the link may show, and the clinic's name; changes nothing."""
+        async with self._db.read() as conn:
+            row = await link_store.link(conn, token_hash(token))
+        return self._state(row), row["clinic_name"] if row is not None else ""
+
+    def _state(self, row) -> LinkState:
+        if row is None or row["revoked_at"] is not None or \
+                self._clock.now() >= row["expires_at"]:
+            return LinkState.GONE
+        if row["locked_at"] is not None:
+            return LinkState.LOCKED
+        return LinkState.VALID
+
+    async def verify(self, token: str, date_of_birth: str, code: str | None, actor: Actor
+                     ) -> tuple[str, PatientPrincipal] | CodeSent:
+        """Check the patient; returns (session cookie token, principal), or CodeSent.
+
+        Raises:
+            AppError: ``not_found`` (unknown, expired or revoked link), ``locked``,
+                ``invalid_verification`` (wrong date or code; the answer does not say
+                which), ``opted_out`` (a code is needed but the number replied STOP).
+        """
+        digest = token_hash(token)
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            row = await link_store.link(conn, digest, lock=True)
+            state = self._state(row)
+            if state is LinkState.GONE:
+                raise AppError(ErrorCode.NOT_FOUND, NO_LONGER_VALID)
+            if state is LinkState.LOCKED:
+                raise AppError(ErrorCode.LOCKED, "this link is locked; ask your clinic")
+            account_id, patient_id = row["account_id"], row["patient_id"]
+            stored_dob = await self._keyring.open(
+                conn, account_id, row["dob_enc"],
+                crypto.patient_field_context(account_id, patient_id, "dob"))
+            dob_ok = hmac.compare_digest(stored_dob.encode(), date_of_birth.strip().encode())
+            needs_code = row["require_code"] or now - row["created_at"] > CODE_AFTER
+            if dob_ok and needs_code and not code:
+                if row["opted_out"]:
+                    raise AppError(ErrorCode.OPTED_OUT, "we cannot text you a code; "
+                                   "reply START to the clinic's number, then try again")
+                await self._send_code(conn, row, digest, now)
+                sent = True
+            else:
+                sent = False
+                code_ok = not needs_code or await self._use_code(conn, digest, code or "", now)
+                if not (dob_ok and code_ok):
+                    await self._fail(conn, row, digest, now, actor)
+                    failed = True
+                else:
+                    failed = False
+                    await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                                       action="link.verified", object_type="conversation",
+                                       object_id=row["conversation_id"],
+                                       details={"with_code": needs_code})
+        if sent:
+            self.wake_sms()
+            return CodeSent()
+        if failed:
+            raise AppError(ErrorCode.INVALID_VERIFICATION,
+                           "that does not match our records; check and try again")
+        return await self._sessions.open(account_id, patient_id, row["conversation_id"],
+                                         actor)
+
+    async def _send_code(self, conn, row, digest: str, now) -> None:
+        code = f"{secrets.randbelow(10**6):06d}"
+        await link_store.insert_code(conn, token_hash=digest, created_at=now,
+                                     expires_at=now + CODE_TTL,
+                                     code_hash=self._code_hash(digest, code))
+        await self._sms.queue(conn, account_id=row["account_id"],
+                              conversation_id=row["conversation_id"],
+                              patient_id=row["patient_id"], message_id=None, kind="code",
+                              body=CODE_SMS.format(clinic=row["clinic_name"], code=code))
+        await audit.append(conn, self._clock, stream=row["account_id"], actor=audit.SYSTEM,
+                           action="link.code_sent", object_type="conversation",
+                           object_id=row["conversation_id"])
+
+    async def _use_code(self, conn, digest: str, code: str, now) -> bool:
+        expected = self._code_hash(digest, code.strip())
+        for candidate in await link_store.live_codes(conn, digest, now):
+            if hmac.compare_digest(candidate["code_hash"], expected):
+                return await link_store.use_code(conn, candidate["id"], now)
+        return False
+
+    def _code_hash(self, digest: str, code: str) -> str:
+        return self._keyring.master.blind_index("link-code", digest, code)
+
+    async def _fail(self, conn, row, digest: str, now, actor: Actor) -> None:
+        failures = await link_store.add_failure(conn, digest, now, MAX_FAILURES)
+        locked = failures >= MAX_FAILURES
+        await audit.append(conn, self._clock, stream=row["account_id"], actor=actor,
+                           action="link.locked" if locked else "link.verify_failed",
+                           object_type="conversation", object_id=row["conversation_id"],
+                           outcome="denied", details={"failures": failures})
+        if locked:
+            self.on_locked(row["account_id"], row["conversation_id"])
+
+    async def revoke(self, account_id: str, conversation_id: str, actor: Actor) -> int:
+        """Revoke every link of the conversation; returns how many were live."""
+        async with self._db.write() as conn:
+            count = await link_store.revoke_conversation_links(conn, account_id,
+                                                               conversation_id,
+                                                               self._clock.now())
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="link.revoked", object_type="conversation",
+                               object_id=conversation_id, details={"count": count})
+        return count

@@ -1,0 +1,73 @@
+"""Queries for secure links and their one-time codes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.store.tables import accounts, conversations, link_codes, patients, secure_links
+
+
+async def link(conn: AsyncConnection, token_hash: str, *, lock: bool = False
+               ) -> RowMapping | None:
+    """The link with what verification needs: the patient's encrypted date of birth and
+    the account's code setting. ``lock`` holds the row until commit (failure counting)."""
+    query = (select(secure_links, conversations.c.patient_id, patients.c.dob_enc,
+                    patients.c.opted_out, accounts.c.require_code, accounts.c.portal_active,
+                    accounts.c.clinic_name)
+             .join(conversations, conversations.c.id == secure_links.c.conversation_id)
+             .join(patients, patients.c.id == conversations.c.patient_id)
+             .join(accounts, accounts.c.id == secure_links.c.account_id)
+             .where(secure_links.c.token_hash == token_hash))
+    if lock:
+        query = query.with_for_update(of=secure_links)
+    return (await conn.execute(query)).mappings().first()
+
+
+async def add_failure(conn: AsyncConnection, token_hash: str, now: datetime,
+                      lock_after: int) -> int:
+    """Count one wrong try; the ``lock_after``-th locks the link. Returns the count."""
+    result = await conn.execute(
+        update(secure_links).where(secure_links.c.token_hash == token_hash)
+        .values(failures=secure_links.c.failures + 1)
+        .returning(secure_links.c.failures))
+    failures = result.scalar_one()
+    if failures >= lock_after:
+        await conn.execute(update(secure_links)
+                           .where(secure_links.c.token_hash == token_hash,
+                                  secure_links.c.locked_at.is_(None))
+                           .values(locked_at=now))
+    return failures
+
+
+async def revoke_conversation_links(conn: AsyncConnection, account_id: str,
+                                    conversation_id: str, now: datetime) -> int:
+    result = await conn.execute(
+        update(secure_links).where(secure_links.c.account_id == account_id,
+                                   secure_links.c.conversation_id == conversation_id,
+                                   secure_links.c.revoked_at.is_(None))
+        .values(revoked_at=now))
+    return result.rowcount
+
+
+async def insert_code(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(link_codes.insert().values(**values))
+
+
+async def live_codes(conn: AsyncConnection, token_hash: str, now: datetime
+                     ) -> list[RowMapping]:
+    return list((await conn.execute(
+        select(link_codes).where(link_codes.c.token_hash == token_hash,
+                                 link_codes.c.used_at.is_(None),
+                                 link_codes.c.expires_at > now))).mappings().all())
+
+
+async def use_code(conn: AsyncConnection, code_id: int, now: datetime) -> bool:
+    result = await conn.execute(update(link_codes).where(link_codes.c.id == code_id,
+                                                         link_codes.c.used_at.is_(None))
+                                .values(used_at=now))
+    return result.rowcount == 1

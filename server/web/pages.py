@@ -1,0 +1,81 @@
+"""The patient's server-rendered pages: small, escaped, no inline script or style.
+
+They hold no PHI: the verification form asks, it never shows; the chat page is a shell
+that the ES modules fill over the WebSocket (so Back after "End session" shows nothing).
+"""
+
+from __future__ import annotations
+
+import html
+
+_SHELL = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>{title}</title>
+<link rel="stylesheet" href="/static/patient/patient.css">
+</head><body><main id="main">{body}</main>{scripts}</body></html>"""
+
+
+def page(title: str, body: str, scripts: str = "") -> str:
+    return _SHELL.format(title=html.escape(title), body=body, scripts=scripts)
+
+
+def verify_page(token: str, clinic: str, *, code_required: bool = False,
+                error: str | None = None, date_of_birth: str = "") -> str:
+    action = f"/s/{html.escape(token, quote=True)}/verify"
+    alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    code = ""
+    if code_required:
+        code = ('<p>We texted you a 6-digit code. It expires in 10 minutes.</p>'
+                '<label for="code">Code from the text message</label>'
+                '<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code"'
+                ' pattern="[0-9]{6}" maxlength="6" required autofocus>')
+    dob_value = html.escape(date_of_birth, quote=True)
+    body = f"""<h1>{html.escape(clinic)}</h1>
+<p>You have a secure message. To read it, confirm your date of birth.</p>
+{alert}
+<form method="post" action="{action}" class="card">
+<label for="date_of_birth">Date of birth</label>
+<input id="date_of_birth" name="date_of_birth" type="date" required
+ autocomplete="bday" value="{dob_value}"{"" if code_required else " autofocus"}>
+{code}
+<button type="submit">Continue</button>
+</form>
+<p class="small">Nothing is stored on this phone after you end the session.</p>"""
+    return page(f"{clinic}: secure message", body)
+
+
+def gone_page() -> str:
+    """One neutral page for unknown, expired and revoked links (it does not say which)."""
+    return page("Link not valid", """<h1>This link is not valid</h1>
+<p>Please ask your clinic to send you a new link.</p>""")
+
+
+def locked_page() -> str:
+    return page("Link locked", """<h1>This link is locked</h1>
+<p>It was locked after too many attempts, to protect your information.
+Please ask your clinic to send you a new link.</p>""")
+
+
+def ended_page() -> str:
+    return page("Session ended", """<h1>Your secure session has ended</h1>
+<p>To read your messages again, open the link from your text message.</p>""")
+
+
+def chat_page() -> str:
+    body = """<header class="bar"><h1 id="title">Secure messages</h1>
+<span id="connection" class="connection" role="status" aria-live="polite">Connecting…</span>
+<form method="post" action="/s/logout">
+<button type="submit" class="secondary">End session</button></form>
+</header>
+<ol id="thread" class="thread" aria-live="polite" aria-label="Messages"></ol>
+<p id="typing" class="typing" aria-live="polite"></p>
+<form id="composer" class="composer">
+<label for="body" class="visually-hidden">Your reply</label>
+<textarea id="body" name="body" rows="2" maxlength="10000" placeholder="Write a reply"
+ required></textarea>
+<button type="submit">Send</button>
+</form>"""
+    return page("Secure messages", body,
+                '<script type="module" src="/static/patient/main.js"></script>')

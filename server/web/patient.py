@@ -1,0 +1,110 @@
+"""The patient's secure pages: ``/s/{token}`` (the check form), its verification, the chat
+page and "End session". Every response carries ``Cache-Control: no-store``,
+``Referrer-Policy: no-referrer``, a strict CSP and ``X-Frame-Options: DENY`` (the edge
+middleware adds them to all responses); the access log never records the token (it logs
+route names, not paths).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from server.errors import AppError, ErrorCode
+from server.protocol import VerifyRequest
+from server.services.links import CodeSent, LinkState
+from server.web import cookies, pages
+from server.web.http import decode_body, request_actor
+
+
+async def link_page(request: Request) -> Response:
+    token = request.path_params["token"]
+    state, clinic = await request.app.state.links.state(token)
+    if state is LinkState.GONE:
+        return HTMLResponse(pages.gone_page(), status_code=404)
+    if state is LinkState.LOCKED:
+        return HTMLResponse(pages.locked_page(), status_code=423)
+    return HTMLResponse(pages.verify_page(token, clinic))
+
+
+async def verify(request: Request) -> Response:
+    """JSON: 204 (+ cookie), 202 ``{"code_required": true}``, or an error body. A form:
+    303 to the chat page, or the form again with what went wrong."""
+    token = request.path_params["token"]
+    is_json = request.headers.get("content-type", "").startswith("application/json")
+    if is_json:
+        body = await decode_body(request, VerifyRequest)
+        dob, code = body.date_of_birth, body.code
+    else:
+        form = await request.form(max_files=0, max_fields=10)
+        dob = str(form.get("date_of_birth") or "")[:10]
+        code = str(form.get("code") or "")[:6] or None
+    links = request.app.state.links
+    try:
+        result = await links.verify(token, dob, code, request_actor(request, "anonymous"))
+    except AppError as exc:
+        if is_json:
+            raise
+        return _form_error(token, exc, await links.state(token), dob)
+    if isinstance(result, CodeSent):
+        if is_json:
+            return Response('{"code_required":true}', status_code=202,
+                            media_type="application/json")
+        _, clinic = await links.state(token)
+        return HTMLResponse(pages.verify_page(token, clinic, code_required=True,
+                                              date_of_birth=dob))
+    session_token, _ = result
+    response = Response(status_code=204) if is_json else RedirectResponse("/s/chat", 303)
+    cookies.set_patient(response, request.app.state.services.settings, session_token)
+    return response
+
+
+def _form_error(token: str, exc: AppError, state, dob: str) -> Response:
+    link_state, clinic = state
+    if exc.code is ErrorCode.NOT_FOUND or link_state is LinkState.GONE:
+        return HTMLResponse(pages.gone_page(), status_code=404)
+    if exc.code is ErrorCode.LOCKED or link_state is LinkState.LOCKED:
+        return HTMLResponse(pages.locked_page(), status_code=423)
+    return HTMLResponse(pages.verify_page(token, clinic, error=exc.message),
+                        status_code=exc.http_status)
+
+
+async def chat(request: Request) -> Response:
+    services = request.app.state.services
+    token = request.cookies.get(cookies.patient_cookie_name(services.settings))
+    try:
+        await services.patient_sessions.authenticate(token)
+    except AppError:
+        return HTMLResponse(pages.ended_page(), status_code=401)
+    return HTMLResponse(pages.chat_page())
+
+
+async def logout(request: Request) -> Response:
+    services = request.app.state.services
+    token = request.cookies.get(cookies.patient_cookie_name(services.settings))
+    try:
+        principal = await services.patient_sessions.authenticate(token, activity=False)
+    except AppError:
+        principal = None
+    if principal is not None:
+        await services.patient_sessions.end(principal)
+        request.app.state.hub.end_session(principal.session_id)
+    response = RedirectResponse("/s/ended", status_code=303)
+    cookies.clear_patient(response, services.settings)
+    # Ask the browser to forget this origin's cache and storage too.
+    response.headers["clear-site-data"] = '"cache", "storage"'
+    return response
+
+
+async def ended(request: Request) -> Response:
+    return HTMLResponse(pages.ended_page())
+
+
+routes = [
+    Route("/s/chat", chat, methods=["GET"]),
+    Route("/s/ended", ended, methods=["GET"]),
+    Route("/s/logout", logout, methods=["POST"]),
+    Route("/s/{token}", link_page, methods=["GET"]),
+    Route("/s/{token}/verify", verify, methods=["POST"]),
+]
