@@ -68,7 +68,7 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             app.state.sms_inbound = InboundSms(
                 db=services.db, clock=services.clock, messaging=services.messaging,
                 patients=services.patients, default_region=settings.default_region,
-                publish=hub.publish, node_id=hub.node_id)
+                publish=hub.publish, node_id=hub.node_id, wake_sms=worker.wake)
             if settings.sms_provider == "twilio":
                 assert settings.twilio_auth_token is not None
                 app.state.twilio_signatures = SignatureChecker(settings.twilio_auth_token)

@@ -20,6 +20,7 @@ from server.realtime import events
 from server.realtime.sending import message_event
 from server.services.messaging import Messaging
 from server.services.patients import Patients
+from server.sms.base import OPTED_OUT_ERROR
 from server.store import sms as sms_store
 from server.store.db import Database
 
@@ -35,7 +36,8 @@ CALLBACK_STATUS = {"queued": "queued", "accepted": "queued", "scheduled": "queue
 class InboundSms:
     def __init__(self, *, db: Database, clock: Clock, messaging: Messaging, patients: Patients,
                  default_region: str, publish: Callable[[events.AnyEvent], None],
-                 node_id: str) -> None:
+                 node_id: str, wake_sms: Callable[[], None] = lambda: None) -> None:
+        self._wake_sms = wake_sms
         self._db = db
         self._clock = clock
         self._messaging = messaging
@@ -65,6 +67,7 @@ class InboundSms:
             account_id, conversation_id, Sender("patient", patient_id, name), sid, body)
         if not result.duplicate:
             self._publish(message_event(self._node, account_id, result))
+            self._wake_sms()  # a HELP reply may be waiting
         return True
 
     async def status(self, *, sid: str, provider_status: str, error_code: str | None
@@ -75,6 +78,8 @@ class InboundSms:
             row = await sms_store.by_provider_sid(conn, sid)
             if row is None or status is None:
                 return row is not None
+            if error_code == OPTED_OUT_ERROR:  # e.g. a Messaging Service reports it late
+                await sms_store.set_opted_out(conn, row["patient_id"], True)
             if row["kind"] != "message" or row["message_id"] is None:
                 return True  # notifications and help replies have no thread status
             changed = await sms_store.advance_message_status(conn, row["message_id"], status)

@@ -58,6 +58,8 @@ class SmsOutbox:
                                  message_id: str, seq: int, link_ttl_hours: int) -> bool:
         """Queue "you have a secure message" with a fresh link, unless one went out less
         than the window ago and the patient has not read since. Returns whether queued."""
+        if await sms_store.is_opted_out(conn, patient_id):
+            return False  # no SMS of any kind after STOP
         now = self._clock.now()
         state = await sms_store.notification_state(conn, conversation_id)
         if state is not None and state["notified_at"] is not None \

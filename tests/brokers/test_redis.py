@@ -10,8 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from server.brokers.base import BrokerUnavailable
-from server.brokers.redis import BACKOFF_CAP, BACKOFF_START, PUBLISH_QUEUE, backoff_bounds
-from tests.brokers.support import AWKWARD_BYTES, RedisBackend, new_channel
+from server.brokers.redis import (
+    BACKOFF_CAP,
+    BACKOFF_START,
+    PUBLISH_QUEUE,
+    RedisBroker,
+    backoff_bounds,
+)
+from tests.brokers.support import AWKWARD_BYTES, GatedProxy, RedisBackend, new_channel, resp
 
 # Lowered so a stalled server is noticed in ~1.5 s instead of 10 s.
 FAST = {"idle_ping_seconds": 0.5, "socket_timeout": 1.0}
@@ -31,10 +37,9 @@ async def shared_backend(redis_url: str) -> RedisBackend:
     await made.close()
 
 
-@pytest.mark.slow
 async def test_a_stalled_server_is_detected_and_recovered(private_backend, private_redis):
-    """A SIGSTOPped Redis (socket open, nothing answers) is reported down within
-    idle ping + socket timeout, and up again with live subscriptions once resumed."""
+    """A SIGSTOPped Redis is reported down within idle ping + socket timeout, then up."""
+    # Stopped, its sockets stay open and nothing answers: only the idle ping notices.
     a, b = await private_backend.node(), await private_backend.node()
     channel = new_channel()
     await a.broker.subscribe(channel)
@@ -59,9 +64,107 @@ async def test_a_stalled_server_is_detected_and_recovered(private_backend, priva
     assert a.handler.received[channel] == [b"after the stall"]
 
 
+@pytest.fixture
+async def proxy(redis_url: str) -> GatedProxy:
+    made = GatedProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    await made.start()
+    yield made
+    made.open()
+    await made.close()
+
+
+async def test_subscribe_waits_for_redis_to_confirm(proxy, shared_backend):
+    """``subscribe()`` does not return before Redis has taken the SUBSCRIBE it wrote."""
+    # A publication Redis handles before the SUBSCRIBE is missed by a caller that
+    # trusted an early return (it reads a stream position, then misses the doorbell).
+    a = await shared_backend.node()
+    b = await shared_backend.node(RedisBroker(proxy.url))
+    channel = new_channel()
+    await a.broker.subscribe(channel)
+
+    proxy.shut()  # what b writes from now on waits in the proxy
+    subscribing = asyncio.create_task(b.broker.subscribe(channel))
+    await proxy.wait_sent(resp("SUBSCRIBE", channel))
+    a.broker.publish(channel, b"before redis took the subscribe")
+    await a.handler.wait_for(channel)  # redis has handled it: b cannot get it any more
+    assert not subscribing.done()
+
+    proxy.open()
+    async with asyncio.timeout(5):
+        await subscribing
+    a.broker.publish(channel, b"after subscribe returned")
+    await b.handler.wait_for(channel)
+    assert b.handler.received[channel] == [b"after subscribe returned"]
+
+
+async def test_nothing_arrives_after_unsubscribe_returns(proxy, shared_backend):
+    """What Redis still sends for a channel after ``unsubscribe()`` returned is dropped."""
+    a = await shared_backend.node()
+    b = await shared_backend.node(RedisBroker(proxy.url))
+    channel, fence = new_channel(), new_channel()
+    await b.broker.subscribe(channel)
+    await b.broker.subscribe(fence)
+
+    proxy.shut()
+    await b.broker.unsubscribe(channel)
+    await proxy.wait_sent(resp("UNSUBSCRIBE", channel))  # written, held: still subscribed
+    a.broker.publish(channel, b"after unsubscribe returned")
+    a.broker.publish(fence, b"fence")  # redis sends b both, this one second
+    await b.handler.wait_for(fence)
+    assert b.handler.received[channel] == []
+    proxy.open()
+
+
+async def test_up_is_reported_only_once_every_channel_is_resubscribed(proxy,
+                                                                      shared_backend):
+    """After a lost link, up is reported only once Redis confirmed every channel again."""
+    # Otherwise the handler's position sync could run ahead of the subscriptions.
+    a = await shared_backend.node()
+    b = await shared_backend.node(RedisBroker(proxy.url))
+    channel = new_channel()
+    await a.broker.subscribe(channel)
+    await b.broker.subscribe(channel)
+    since = len(b.handler.states)
+
+    proxy.hold_when(resp("SUBSCRIBE", channel))
+    await proxy.sever()
+    await b.handler.wait_for_state(False, since)
+    await proxy.wait_sent(resp("SUBSCRIBE", channel))  # the reconnect resubscribes: held
+    a.broker.publish(channel, b"while resubscribing")
+    await a.handler.wait_for(channel)  # a redis round trip later, still not up
+    assert not b.broker.up
+    assert b.handler.states[since:] == [False]
+
+    proxy.open()
+    await b.handler.wait_for_state(True, since)
+    a.broker.publish(channel, b"once up")
+    await b.handler.wait_for(channel)
+    assert b.handler.received[channel] == [b"once up"]
+
+
+async def test_a_subscribe_while_reconnecting_is_not_lost(proxy, shared_backend):
+    """A channel recorded while the reconnect opens its subscriber link gets subscribed."""
+    a = await shared_backend.node()
+    b = await shared_backend.node(RedisBroker(proxy.url))
+    channel = new_channel()
+    since = len(b.handler.states)
+
+    proxy.hold_connections_after(1)  # the reconnect's ping passes, its subscriber waits
+    before = proxy.accepted
+    await proxy.sever()
+    await b.handler.wait_for_state(False, since)
+    await proxy.wait_accepted(before + 2)  # b is opening its subscriber connection
+    async with asyncio.timeout(1):  # only recorded: the link is not there yet
+        await b.broker.subscribe(channel)
+    proxy.open()
+    await b.handler.wait_for_state(True, since)
+    a.broker.publish(channel, b"to the new channel")
+    await b.handler.wait_for(channel)
+    assert b.handler.received[channel] == [b"to the new channel"]
+
+
 async def test_the_bytes_on_the_wire_are_the_bytes_given(shared_backend, redis_url):
-    """What crosses Redis is exactly the payload: a plain client sees the broker's bytes
-    unchanged, and the broker hands over a plain client's bytes unchanged."""
+    """What crosses Redis is exactly the payload, both ways (checked with a plain client)."""
     node = await shared_backend.node()
     channel = new_channel()
     await node.broker.subscribe(channel)
@@ -88,10 +191,18 @@ async def test_the_bytes_on_the_wire_are_the_bytes_given(shared_backend, redis_u
         await raw.aclose()
 
 
-async def test_a_node_holds_two_connections_whatever_the_load(private_backend, private_redis):
-    """After a burst, one broker holds exactly two connections to Redis: one publishing,
-    one subscribed."""
-    node = await private_backend.node()
+async def test_a_node_holds_two_connections_whatever_the_load(private_redis):
+    """After a burst one broker holds two connections: one publishing, one subscribed."""
+    # Default timings: no idle ping can race the ping below for the pooled connection.
+    backend = RedisBackend(private_redis.url, private_redis)
+    try:
+        await _burst_then_count(backend, private_redis.url)
+    finally:
+        await backend.close()
+
+
+async def _burst_then_count(backend: RedisBackend, url: str) -> None:
+    node = await backend.node()
     channel = new_channel()
     await node.broker.subscribe(channel)
     for i in range(3000):
@@ -99,7 +210,7 @@ async def test_a_node_holds_two_connections_whatever_the_load(private_backend, p
         await asyncio.sleep(0)  # a yield, as a server's publisher does (not a wait)
     await node.handler.wait_for(channel, 3000)
     await node.broker.ping()
-    raw = aioredis.Redis.from_url(private_redis.url)
+    raw = aioredis.Redis.from_url(url)
     try:
         clients = await raw.client_list()
     finally:
@@ -108,8 +219,7 @@ async def test_a_node_holds_two_connections_whatever_the_load(private_backend, p
 
 
 async def test_a_full_queue_sheds_instead_of_waiting(shared_backend):
-    """``publish`` never waits: past PUBLISH_QUEUE unsent publications it raises
-    BrokerUnavailable and counts the one it dropped."""
+    """Past PUBLISH_QUEUE unsent publications ``publish`` raises BrokerUnavailable, counted."""
     node = await shared_backend.node()
     channel = new_channel()  # nobody listens
     for i in range(PUBLISH_QUEUE):  # no yield: the writer cannot send any of them yet

@@ -18,7 +18,7 @@ from server.brokers.base import Broker
 from server.brokers.memory import MemoryBroker, MemoryBus
 from server.clock import FakeClock
 from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, make_clinic
+from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic
 from tests.realtime.cluster_client import Peer, check_consistent, check_stream
 from tests.realtime.cluster_nodes import Node, in_process_node, poll, readiness
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, staff_cookie
@@ -26,11 +26,13 @@ from tests.realtime.wsclient import WSClient, connect, patient_cookie, staff_coo
 HOUR = 3600.0
 
 
-def cluster_settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, sync_interval_seconds=HOUR,
-                    ws_session_check_seconds=HOUR, ws_rate_per_second=1000.0,
-                    ws_rate_burst=1000)
+def cluster_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        database_url=database_url, allowed_origins=[ORIGIN], password_hash_concurrency=2,
+        sync_interval_seconds=HOUR, ws_session_check_seconds=HOUR, ws_rate_per_second=1000.0,
+        ws_rate_burst=1000)
+    values.update(overrides)
+    return from_env({}, **values)
 
 
 class Cluster:
@@ -42,8 +44,9 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def two_nodes(database_url: str, master_key: bytes, clock: FakeClock,
-                    brokers: list[Broker]) -> AsyncIterator[tuple[Node, Node]]:
-    settings = cluster_settings(database_url)
+                    brokers: list[Broker], **overrides: object
+                    ) -> AsyncIterator[tuple[Node, Node]]:
+    settings = cluster_settings(database_url, **overrides)
     async with in_process_node(settings, master_key, clock, brokers[0]) as a, \
             in_process_node(settings, master_key, clock, brokers[1]) as b:
         for node in (a, b):  # a node takes traffic once its broker is connected
@@ -187,11 +190,27 @@ async def test_clients_resume_on_b_when_a_restarts(cluster: Cluster) -> None:
                              staff.wait_messages(120, 20), patient.wait_messages(120, 20))
     finally:
         await asyncio.gather(staff.close(), patient.close())
-    assert [code for code, _ in staff.closes] == [1012] and staff.sockets == 2
+    # 1012 as a rule; uvicorn closes the transport right after its close frame, so with
+    # frames still arriving from the client the TCP reset can eat it (1006, reported).
+    assert len(staff.closes) == 1 and staff.closes[0][0] in (1012, 1006), staff.closes
+    assert staff.sockets == 2
     assert patient.closes == []
     for peer in (staff, patient):
         check_stream(peer, 120)
     check_consistent([staff, patient], 120)
+
+
+async def test_a_stopping_node_closes_idle_sockets_with_1012(cluster: Cluster) -> None:
+    """A node shutting down tells its (idle) sockets 1012; the other node's sockets live on."""
+    clinic = await _clinic(cluster)
+    cookie = await staff_cookie(cluster.a, clinic.staff_email)
+    async with connect(cluster.a.url, cookie) as on_a, connect(cluster.b.url, cookie) as on_b:
+        await _subscribed(on_a, clinic.conversation_id)
+        await _subscribed(on_b, clinic.conversation_id)
+        await cluster.a.stop()
+        assert (await on_a.close_code(10))[0] == 1012
+        await on_b.send(type="ping", ref="alive")
+        await on_b.wait_type("pong", ref="alive")
 
 
 async def test_typing_read_and_status_cross_nodes(cluster: Cluster) -> None:
@@ -211,8 +230,9 @@ async def test_typing_read_and_status_cross_nodes(cluster: Cluster) -> None:
         assert typing["sender"]["name"] == "Pat Example"
         await staff.send(type="typing", conversation_id=conversation)
         typing = await patient.wait_type("typing")
-        assert typing["sender"] == {"kind": "staff", "id": clinic.staff_id,
-                                    "name": typing["sender"]["name"]}
+        assert typing["sender"]["kind"] == "staff"
+        assert typing["sender"]["id"] == clinic.staff_id
+        assert typing["sender"]["name"].startswith("Nurse ")
 
         await staff.send(type="send", ref="m1", conversation_id=conversation,
                          client_msg_id="staff-1", body="your results are in", secure=True)
@@ -338,7 +358,11 @@ async def test_lost_publications_are_repaired(breakable_cluster: Cluster) -> Non
         await patient.wait_messages(5, 10)  # B delivers its own at once
 
         await cluster.restore()
-        await staff.wait_messages(5, 20)
+        await staff.wait_messages(5, 20)  # repaired by A's sync on the broker's return
+        # Both links back before going on: a publication lost on a node still
+        # reconnecting waits for the periodic sync (an hour here), by design.
+        for node in (cluster.a, cluster.b):
+            await poll(lambda node=node: _ready(node), 20, f"{node.url} ready again")
         await asyncio.gather(staff.send_many(range(1)), patient.send_many(range(5, 6)))
         await asyncio.gather(staff.wait_messages(7, 20), patient.wait_messages(7, 20))
     finally:
@@ -365,3 +389,43 @@ async def test_logout_on_a_closes_the_session_on_b(cluster: Cluster) -> None:
             assert (await on_a.close_code(10))[0] == 4401
             await bystander.send(type="ping", ref="still-here")
             await bystander.wait_type("pong", ref="still-here")
+
+
+@pytest.mark.slow
+async def test_a_hung_redis_is_noticed_and_delivery_goes_on(
+        database_url: str, master_key: bytes, clock: FakeClock,
+        private_redis: PrivateRedis) -> None:
+    """Redis frozen (SIGSTOP): readiness fails, the position sync delivers, resume heals it."""
+    from server.brokers.redis import RedisBroker
+    brokers: list[Broker] = [RedisBroker(private_redis.url), RedisBroker(private_redis.url)]
+    async with two_nodes(database_url, master_key, clock, brokers,
+                         sync_interval_seconds=1.0) as (a, b):
+        cluster = Cluster(a, b)
+        clinic = await _clinic(cluster)
+        staff, patient = await _peers(cluster, clinic)
+        try:
+            await asyncio.gather(staff.send_many(range(1)), patient.send_many(range(1)))
+            await asyncio.gather(staff.wait_messages(2, 10), patient.wait_messages(2, 10))
+
+            private_redis.pause()
+            for node in (a, b):
+                await poll(lambda node=node: _unready(node), 15, f"{node.url} 503")
+            await asyncio.gather(staff.send_many(range(1, 4)), patient.send_many(range(1, 4)))
+            await asyncio.gather(staff.wait_acked(4, 10), patient.wait_acked(4, 10))
+            await asyncio.gather(staff.wait_messages(8, 15), patient.wait_messages(8, 15))
+
+            private_redis.resume()
+            for node in (a, b):
+                await poll(lambda node=node: _ready(node), 30, f"{node.url} ready again")
+            await asyncio.gather(staff.send_many(range(4, 5)), patient.send_many(range(4, 5)))
+            await asyncio.gather(staff.wait_messages(10, 10), patient.wait_messages(10, 10))
+        finally:
+            await asyncio.gather(staff.close(), patient.close())
+    for peer in (staff, patient):
+        check_stream(peer, 10)
+        assert peer.closes == []
+    check_consistent([staff, patient], 10)
+
+
+async def _unready(node: Node) -> bool:
+    return (await readiness(node.url))[0] == 503

@@ -76,7 +76,7 @@ async def broker_state(node: ServeProcess) -> tuple[int, dict]:
 async def test_two_processes_exchange_a_thousand_messages_each_way(
         postgresql_url: str, redis_url: str, master_key: bytes, closing: list[Peer],
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Staff on node 1 and patient on node 2 send 1,000 each at once: both get 1..2000 once, in order."""
+    """Staff (node 1) and patient (node 2) each send 1,000: both get seq 1..2000 once, in order."""
     seeded = await seed(postgresql_url, master_key)
     env = node_env(database_url=postgresql_url, redis_url=redis_url, master_key=master_key,
                    **RAISED_LIMITS)
@@ -106,7 +106,7 @@ async def test_two_processes_exchange_a_thousand_messages_each_way(
 async def test_two_processes_keep_every_message_through_a_redis_outage(
         postgresql_url: str, private_redis: PrivateRedis, master_key: bytes,
         closing: list[Peer], capsys: pytest.CaptureFixture[str]) -> None:
-    """Redis dies mid-run: sends are still acked, /readyz says broker down, nothing lost or doubled."""
+    """Redis dies mid-run: sends are acked, /readyz names the broker, nothing is lost or doubled."""
     seeded = await seed(postgresql_url, master_key)
     env = node_env(database_url=postgresql_url, redis_url=private_redis.url,
                    master_key=master_key, sync_interval_seconds="1", **RAISED_LIMITS)
