@@ -21,6 +21,7 @@ import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -270,6 +271,30 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     if server.process is not None:
         server.resume()
     server.kill()
+
+
+CHROMIUM = "/usr/bin/chromium"
+# What the probe found Chromium needs here: no sandbox as root, no GPU, and no background
+# connections (this machine's closed network refuses them, many at a time).
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless system Chromium under Playwright (fails under CI=true when missing)."""
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 - one stat, before any I/O
+        _unavailable("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM,
+                                                    args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 def _free_port() -> int:
