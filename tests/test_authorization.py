@@ -49,6 +49,7 @@ CASES: dict[tuple[str, str], Case] = {
         "client_msg_id": f"authz-{next(_msg_ids)}", "body": "Please call us back",
         "secure": False}),
     ("/api/sms/segments", "POST"): Case(200, lambda c: {"body": "See you at 3pm"}),
+    ("/api/conversations/{conversation_id}/links/revoke", "POST"): Case(200),
     ("/api/account/settings", "GET"): Case(200, admin_only=True),
     ("/api/account/settings", "PUT"): Case(200, lambda c: {"clinic_name": "Renamed Clinic"},
                                            admin_only=True),
@@ -169,7 +170,9 @@ async def test_other_accounts_conversations_are_not_found(
         write = await client.post(path, json=send, headers={"origin": ORIGIN})
         read_missing = await client.get(missing)
         write_missing = await client.post(missing, json=send, headers={"origin": ORIGIN})
-        for response in (read, write):
+        revoke = await client.post(f"/api/conversations/{other.conversation_id}/links/revoke",
+                                   headers={"origin": ORIGIN})
+        for response in (read, write, revoke):
             assert response.status_code == 404, response.text
             assert response.json()["error"]["code"] == "not_found"
         assert read.json() == read_missing.json()

@@ -43,6 +43,7 @@ def test_every_state_changing_route_is_covered() -> None:
         ("/api/auth/login", "POST"), ("/api/auth/logout", "POST"), ("/api/patients", "POST"),
         ("/api/conversations/{conversation_id}/messages", "POST"),
         ("/api/account/settings", "PUT"), ("/api/sms/segments", "POST"),
+        ("/api/conversations/{conversation_id}/links/revoke", "POST"),
     }
 
 
@@ -66,6 +67,9 @@ async def test_foreign_origin_changes_nothing(server: RunningServer, services: S
         assert forbidden(await client.post(messages, headers=evil, json={
             "client_msg_id": "csrf-1", "body": "phishing link", "secure": False}))
         assert (await client.get(messages)).json()["messages"] == []
+
+        assert forbidden(await client.post(
+            f"/api/conversations/{clinic.conversation_id}/links/revoke", headers=evil))
 
         # Read-only in effect, but a POST all the same: refused like the others.
         assert forbidden(await client.post("/api/sms/segments", headers=evil,

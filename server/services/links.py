@@ -30,6 +30,7 @@ from server.patient_auth import PatientPrincipal, PatientSessions
 from server.services.keys import KeyRing
 from server.sms.outbox import SmsOutbox
 from server.store import links as link_store
+from server.store import sessions as session_store
 from server.store.db import Database
 
 MAX_FAILURES = 5  # issue 5: five wrong tries lock the link
@@ -164,13 +165,17 @@ class SecureLinks:
         if locked:
             self.on_locked(row["account_id"], row["conversation_id"])
 
-    async def revoke(self, account_id: str, conversation_id: str, actor: Actor) -> int:
-        """Revoke every link of the conversation; returns how many were live."""
+    async def revoke(self, account_id: str, conversation_id: str, actor: Actor
+                     ) -> tuple[int, list[str]]:
+        """Revoke every link of the conversation and end its patient sessions; returns
+        (links revoked, ids of the sessions ended) so the caller can close their sockets."""
+        now = self._clock.now()
         async with self._db.write() as conn:
             count = await link_store.revoke_conversation_links(conn, account_id,
-                                                               conversation_id,
-                                                               self._clock.now())
+                                                               conversation_id, now)
+            ended = await session_store.end_patient_sessions(conn, conversation_id, now)
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                action="link.revoked", object_type="conversation",
-                               object_id=conversation_id, details={"count": count})
-        return count
+                               object_id=conversation_id,
+                               details={"count": count, "sessions": len(ended)})
+        return count, ended

@@ -88,3 +88,14 @@ async def lock(conn: AsyncConnection, key: str, until: datetime) -> None:
 
 async def clear_throttle(conn: AsyncConnection, key: str) -> None:
     await conn.execute(login_throttle.delete().where(login_throttle.c.key == key))
+
+
+async def end_patient_sessions(conn: AsyncConnection, conversation_id: str, now: datetime
+                               ) -> list[str]:
+    """End every live patient session of a conversation; returns their ids."""
+    result = await conn.execute(
+        update(sessions).where(sessions.c.kind == "patient",
+                               sessions.c.conversation_id == conversation_id,
+                               sessions.c.ended_at.is_(None))
+        .values(ended_at=now).returning(sessions.c.id))
+    return list(result.scalars())

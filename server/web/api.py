@@ -160,6 +160,21 @@ async def conversation_messages(request: Request) -> Response:
                         status_code=200 if result.duplicate else 201)
 
 
+async def revoke_links(request: Request) -> Response:
+    """Revoke the conversation's secure links and end its patient sessions at once (their
+    sockets close on every node)."""
+    principal = await staff_principal(request)
+    conversation_id = request.path_params["conversation_id"]
+    state = request.app.state
+    if await state.services.streams.summary(principal.account_id, conversation_id) is None:
+        raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
+    revoked, ended = await state.links.revoke(principal.account_id, conversation_id,
+                                              _actor(request, principal))
+    for session_id in ended:
+        state.hub.end_session(session_id)
+    return JSONResponse({"revoked_links": revoked, "ended_sessions": len(ended)})
+
+
 async def sms_segments(request: Request) -> Response:
     """How many SMS segments a draft takes, and in which encoding (for the composer)."""
     await staff_principal(request)
@@ -244,6 +259,8 @@ routes = [
     Route("/api/conversations/{conversation_id}/messages", conversation_messages,
           methods=["GET", "POST"]),
     Route("/api/sms/segments", sms_segments, methods=["POST"]),
+    Route("/api/conversations/{conversation_id}/links/revoke", revoke_links,
+          methods=["POST"]),
     Route("/api/account/settings", account_settings, methods=["GET", "PUT"]),
     Route("/api/audit", audit_entries, methods=["GET"]),
 ]
