@@ -25,6 +25,8 @@ from server.store import migrate
 from server.store.db import Database
 
 DEMO_ACCOUNT = "Demo Clinic"
+# How long SIGTERM waits for sockets to close with 1012 before uvicorn's own shutdown.
+DRAIN_SECONDS = 5.0
 DEMO_ADMIN = "admin@demo.clinic"
 DEMO_MASTER_KEY_FILE = "./data/master.key"
 # The demo clinic's SMS number (555-01xx numbers are reserved for fiction).
@@ -144,6 +146,37 @@ async def _check_schema(settings: Settings) -> None:
         await db.close()
 
 
+def _draining_server_class():
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM: stop accepting, close every socket with 1012 through the app (a
+        proper close handshake, so clients see 1012 rather than a reset), then let
+        uvicorn finish its own shutdown."""
+
+        async def shutdown(self, sockets=None) -> None:
+            for server in self.servers:
+                server.close()
+            hub = getattr(getattr(self.config.loaded_app, "state", None), "hub", None)
+            if hub is None:  # the app may be wrapped by middleware: find the Starlette one
+                hub = getattr(getattr(_starlette_app(self.config.loaded_app), "state", None),
+                              "hub", None)
+            if hub is not None:
+                await hub.drain(DRAIN_SECONDS)
+            await super().shutdown(sockets)
+
+    return DrainingServer
+
+
+def _starlette_app(app):
+    """Walk uvicorn's wrappers (proxy headers, message logger) down to the Starlette app."""
+    for _ in range(5):
+        if hasattr(app, "state"):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
 def _run_server(settings: Settings, master: bytes, host: str, port: int) -> None:
     import uvicorn
 
@@ -158,7 +191,7 @@ def _run_server(settings: Settings, master: bytes, host: str, port: int) -> None
         ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=64 * 1024,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
+    server = _draining_server_class()(config)
     server.run()
     if not server.started:
         raise SystemExit(1)

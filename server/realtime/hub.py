@@ -101,6 +101,8 @@ class Hub:
         self._delivered: list[str] = []
         self._sync_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._presence_account: dict[str, str] = {}  # conversation -> account (for expiry)
+        self._no_sockets = asyncio.Event()  # set whenever the last socket has left
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -120,6 +122,15 @@ class Hub:
                 await task
         await self.broker.close()
 
+    async def drain(self, timeout: float) -> None:
+        """Close every socket with 1012 through its own writer (a clean close handshake)
+        and wait up to ``timeout`` seconds for them to go."""
+        for conn in self.connections():
+            conn.close(1012, "server restarting; reconnect")
+        if self._by_account:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_sockets.wait(), timeout)
+
     def connections(self) -> list[Connection]:
         return [conn for conns in self._by_account.values() for conn in conns]
 
@@ -127,6 +138,7 @@ class Hub:
 
     async def attach(self, conn: Connection) -> None:
         """Register a socket; its account's channel is followed while it has sockets."""
+        self._no_sockets.clear()
         first = not self._by_account[conn.account_id]
         self._by_account[conn.account_id].add(conn)
         self._by_session[conn.session_id].add(conn)
@@ -159,6 +171,8 @@ class Hub:
                 self._publish_presence(conn.account_id, conn.conversation_id, False)
         if not self._by_account[conn.account_id]:
             del self._by_account[conn.account_id]
+            if not self._by_account:
+                self._no_sockets.set()
             with contextlib.suppress(Exception):
                 await self.broker.unsubscribe(account_channel(conn.account_id))
 
@@ -443,6 +457,7 @@ class Hub:
                 self._push(conn, frame)
 
     def _on_presence(self, event: events.PresenceEvent) -> None:
+        self._presence_account[event.conversation_id] = event.account_id
         was = self.patient_online(event.conversation_id)
         nodes = self._remote_online[event.conversation_id]
         if event.online:
@@ -538,11 +553,15 @@ class Hub:
                         self.node_id, conns[0].account_id, conversation_id, True))
             now = time.monotonic()
             for conversation_id, nodes in list(self._remote_online.items()):
+                was = self.patient_online(conversation_id)
                 for node, until in list(nodes.items()):
-                    if until <= now:
+                    if until <= now:  # that node went silent (it died): forget it
                         del nodes[node]
                 if not nodes:
                     del self._remote_online[conversation_id]
+                account_id = self._presence_account.get(conversation_id)
+                if was and not self.patient_online(conversation_id) and account_id:
+                    self._announce_presence(account_id, conversation_id, False)
 
     async def _delivered_loop(self) -> None:
         while True:
