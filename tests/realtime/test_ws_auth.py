@@ -58,8 +58,7 @@ async def still_open(ws: WSClient, ref: str) -> None:
                                     "http://testserver.local:8080", "https://testserver.local"])
 async def test_bad_origin_refused_before_upgrade(server: RunningServer, clinic: Clinic,
                                                  origin: str | None) -> None:
-    """A foreign, `null`, missing or near-miss Origin gets HTTP 403 and no WebSocket,
-    even with a valid session cookie."""
+    """A foreign, null, missing or near-miss Origin gets HTTP 403, no upgrade."""
     cookie = await staff_cookie(server, clinic.staff_email)
     with pytest.raises(InvalidStatus) as refused:
         async with connect(server.url, cookie, origin=origin):
@@ -71,7 +70,7 @@ async def test_bad_origin_refused_before_upgrade(server: RunningServer, clinic: 
                                     "sc_patient=not-a-session"])
 async def test_no_session_accepted_then_closed_4401(server: RunningServer,
                                                     cookie: str | None) -> None:
-    """Without a live session the socket is upgraded, sent nothing, and closed 4401."""
+    """Without a live session the socket is upgraded, sent nothing, closed 4401."""
     async with connect(server.url, cookie) as ws:
         code, _ = await ws.close_code(timeout=5)
         assert code == 4401
@@ -80,8 +79,7 @@ async def test_no_session_accepted_then_closed_4401(server: RunningServer,
 
 async def test_logout_closes_that_sessions_socket(server: RunningServer,
                                                   clinic: Clinic) -> None:
-    """POST /api/auth/logout closes the session's open socket with 4401 within a second;
-    another session of the same staff member stays open."""
+    """Logout closes that session's socket 4401 within 1 s; other sessions stay."""
     other = await staff_cookie(server, clinic.staff_email)
     async with server.login(clinic.staff_email) as http:
         cookie = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
@@ -102,8 +100,7 @@ async def test_logout_closes_that_sessions_socket(server: RunningServer,
 
 async def test_patient_cannot_reach_another_conversation(server: RunningServer,
                                                          clinic: Clinic) -> None:
-    """A patient's subscribe/send/typing/read on any conversation but its own (same
-    account or another) is refused `forbidden`, and nothing is stored or relayed."""
+    """A patient naming another conversation gets `forbidden`; nothing stored."""
     services = server.services
     _, neighbour = await services.patients.create(
         clinic.account_id, CreatePatientRequest("Neighbour", "+14155550123", "1990-01-01"),
@@ -142,8 +139,7 @@ async def test_patient_cannot_reach_another_conversation(server: RunningServer,
 
 async def test_staff_cannot_reach_another_account(server: RunningServer,
                                                   clinic: Clinic) -> None:
-    """Staff of account A naming B's conversation get `not_found` (as for an unknown id)
-    for subscribe, send, typing and read; B's thread is untouched."""
+    """Staff naming another account's conversation get `not_found`."""
     other = await make_clinic(server.services)
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as ws:
         for target in (other.conversation_id, "no-such-conversation"):
@@ -164,8 +160,7 @@ async def test_staff_cannot_reach_another_account(server: RunningServer,
 
 
 async def test_no_frame_crosses_accounts(server: RunningServer, clinic: Clinic) -> None:
-    """Staff of account A receive nothing at all of account B while B's staff and
-    patient connect, subscribe, type, send and read."""
+    """Staff of account A receive no frame of account B's traffic."""
     b = await make_clinic(server.services)
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as a_staff:
         await a_staff.send(type="subscribe", conversation_id=clinic.conversation_id, ref="a")
@@ -204,8 +199,7 @@ async def test_no_frame_crosses_accounts(server: RunningServer, clinic: Clinic) 
 
 async def test_idle_limit_closes_sockets_4401(server: RunningServer, clinic: Clinic,
                                               clock: FakeClock) -> None:
-    """After 15 minutes without user action both staff and patient sockets are closed
-    with 4401 by the periodic session check."""
+    """15 idle minutes close staff and patient sockets with 4401."""
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
             connect(server.url, await patient_cookie(server.services, clinic)) as patient:
         await staff.wait_type("ready")
@@ -217,8 +211,7 @@ async def test_idle_limit_closes_sockets_4401(server: RunningServer, clinic: Cli
 
 async def test_pings_do_not_keep_a_session_alive(server: RunningServer, clinic: Clinic,
                                                  clock: FakeClock, canary: Clinic) -> None:
-    """Pings are not user action: 10 idle minutes, pings, a session check, 6 more
-    minutes, and the socket is closed 4401."""
+    """Pings are not user action: the idle limit still closes the socket."""
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as ws:
         await ws.wait_type("ready")
         clock.advance(minutes=10)
@@ -232,8 +225,7 @@ async def test_pings_do_not_keep_a_session_alive(server: RunningServer, clinic: 
 
 async def test_send_keeps_a_session_alive(server: RunningServer, clinic: Clinic,
                                           clock: FakeClock, canary: Clinic) -> None:
-    """A `send` is user action: 10 minutes, send, 10 minutes more and the socket is
-    still open after a session check; then 16 idle minutes close it 4401."""
+    """A `send` is user action: it restarts the idle limit."""
     conversation = clinic.conversation_id
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as ws:
         await ws.wait_type("ready")
