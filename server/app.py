@@ -75,7 +75,9 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             app.state.links = SecureLinks(
                 db=services.db, keyring=services.keyring, clock=services.clock,
                 sms=services.sms_outbox, sessions=services.patient_sessions,
-                wake_sms=worker.wake)
+                wake_sms=worker.wake,
+                on_locked=lambda account_id, conversation_id: hub.notice(
+                    account_id, conversation_id, "link_locked"))
             app.state.sending = Sending(hub, services.messaging, worker, metrics)
             app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
             yield

@@ -225,6 +225,14 @@ class Presence(ServerFrame, tag="presence"):
     patient_online: bool
 
 
+class Notice(ServerFrame, tag="notice"):
+    """Staff only: an event in a conversation that is not a message (``link_locked``)."""
+
+    conversation_id: str
+    notice: str
+    at: str
+
+
 class ErrorFrame(ServerFrame, tag="error"):
     code: str
     message: str

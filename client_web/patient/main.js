@@ -1,7 +1,8 @@
 // The patient's secure page: wires the DOM to the shared socket. Nothing is stored on
-// the phone (no localStorage, no service worker); the page holds messages in the DOM only.
+// the phone (no localStorage, no service worker); the page holds messages in the DOM only,
+// and drops them when the session ends or the page is left.
 import { ChatSocket } from "../shared/socket.js";
-import { ServerFrame } from "../shared/protocol.js";
+import { ServerFrame, isRetryable } from "../shared/protocol.js";
 import { Thread } from "./thread.js";
 
 const TYPING_SEND_MS = 2000; // the server relays at most one typing notice per 2 s
@@ -21,7 +22,7 @@ const STATES = {
   connecting: "Connecting…",
   online: "Connected",
   offline: "Offline: reconnecting…",
-  closed: "Disconnected",
+  closed: "Disconnected. Reload the page to try again.",
 };
 
 const socket = new ChatSocket({
@@ -49,19 +50,26 @@ function handle(frame) {
       thread.message(frame);
       markRead();
       break;
+    case ServerFrame.ACK:
+      thread.acked(frame);
+      break;
     case ServerFrame.STATUS:
       thread.status(frame);
       break;
     case ServerFrame.TYPING:
-      typingLine.textContent = `${frame.sender.name || "Your care team"} is typing…`;
+      typingLine.textContent = `${frame.sender?.name || "Your care team"} is typing…`;
       clearTimeout(typingTimer);
       typingTimer = setTimeout(() => { typingLine.textContent = ""; }, TYPING_SHOW_MS);
       break;
     case ServerFrame.ERROR:
-      if (frame.client_msg_id) thread.failed(frame.client_msg_id, frame.message);
+      // Retryable refusals are resent by the socket; the reply stays "Sending…".
+      if (frame.client_msg_id && !isRetryable(frame.code)) {
+        thread.failed(frame.client_msg_id, frame.message);
+      }
       break;
-    case ServerFrame.ACK:
     case ServerFrame.SUBSCRIBED:
+      markRead();
+      break;
     case ServerFrame.READ:
     case ServerFrame.PONG:
       break;
@@ -74,20 +82,24 @@ function handle(frame) {
 function markRead() {
   if (document.visibilityState !== "visible" || !conversationId) return;
   const seq = thread.lastFromCareTeam();
-  if (seq > lastReadSent) {
-    lastReadSent = seq;
-    socket.read(conversationId, seq);
-  }
+  if (seq > lastReadSent && socket.read(conversationId, seq)) lastReadSent = seq;
 }
 
+// The session is over (idle or absolute limit, ended elsewhere, link revoked): nothing
+// of the conversation stays on the page, which says how to start again.
 function endOfSession() {
   socket.stop();
-  thread.clear(); // nothing of the conversation stays on the page
-  document.getElementById("main").replaceChildren(Object.assign(
-    document.createElement("p"),
-    { className: "ended", textContent:
-      "Your secure session has ended. Open the link from your text message to verify again." },
-  ));
+  thread.clear();
+  const heading = document.createElement("h1");
+  heading.id = "ended";
+  heading.tabIndex = -1;
+  heading.textContent = "Your secure session has ended";
+  const advice = document.createElement("p");
+  advice.textContent =
+    "To read your messages again, open the link from your text message and verify again.";
+  document.getElementById("main").replaceChildren(heading, advice);
+  document.title = "Session ended";
+  heading.focus();
 }
 
 composer.addEventListener("submit", (event) => {
@@ -101,7 +113,8 @@ composer.addEventListener("submit", (event) => {
 });
 
 input.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey) {
+  // Enter sends, Shift+Enter is a new line; not while an input method is composing.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     composer.requestSubmit();
   }
@@ -109,11 +122,21 @@ input.addEventListener("keydown", (event) => {
 
 input.addEventListener("input", () => {
   const now = Date.now();
-  if (conversationId && now - lastTypingSent > TYPING_SEND_MS) {
+  if (conversationId && now - lastTypingSent > TYPING_SEND_MS && socket.typing(conversationId)) {
     lastTypingSent = now;
-    socket.typing(conversationId);
   }
 });
 
 document.addEventListener("visibilitychange", markRead);
+
+// Leaving the page (End session, Back, another site) drops the conversation from the DOM,
+// so a copy kept for Back/Forward holds nothing; coming back that way starts afresh.
+window.addEventListener("pagehide", () => {
+  socket.stop();
+  thread.clear();
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) location.reload();
+});
+
 socket.start();

@@ -1,6 +1,11 @@
 // Renders the secure thread. Message text only ever becomes a text node (never HTML).
+//
+// Items are kept in seq order: a message that arrives late (replayed after a reconnect)
+// goes where its seq says, and replies still waiting for the server ("Sending…", no seq
+// yet) stay at the bottom until they have one.
 
 const STATUS_WORDS = { sent: "Sent", notified: "Sent", delivered: "Delivered", read: "Read" };
+const STATUS_RANK = { sent: 1, notified: 1, delivered: 2, read: 3 };
 
 export class Thread {
   constructor(list) {
@@ -23,23 +28,30 @@ export class Thread {
     li.scrollIntoView({ block: "end" });
   }
 
+  // The server stored a reply of ours: it has an id now (status frames name it).
+  acked(frame) {
+    const li = this.items.get(frame.client_msg_id);
+    if (!li) return;
+    this.items.set(frame.message_id, li);
+    if (!li.dataset.status) this.setStatus(li, "sent");
+  }
+
   message(frame) {
     const mine = frame.direction === "inbound"; // inbound = from the patient
-    const existing = this.items.get(frame.client_msg_id) || this.items.get(frame.id);
+    const existing = this.items.get(frame.id)
+      || (mine ? this.items.get(frame.client_msg_id) : undefined);
     const li = existing || this.item(mine ? "mine" : "theirs",
                                      mine ? "You" : frame.sender.name || "Your care team",
                                      frame.body);
     li.dataset.id = frame.id;
     li.dataset.seq = String(frame.seq);
-    li.querySelector("time").dateTime = frame.created_at;
-    li.querySelector("time").textContent = new Date(frame.created_at).toLocaleTimeString(
-      [], { hour: "numeric", minute: "2-digit" });
-    this.setStatus(li, mine ? frame.status : "");
+    const time = li.querySelector("time");
+    time.dateTime = frame.created_at;
+    time.textContent = when(frame.created_at);
+    if (mine) this.setStatus(li, frame.status);
     this.items.set(frame.id, li);
-    if (!existing) {
-      this.list.append(li);
-      li.scrollIntoView({ block: "end" });
-    }
+    const atEnd = this.place(li, frame.seq);
+    if (!existing && atEnd) li.scrollIntoView({ block: "end" });
   }
 
   status(frame) {
@@ -49,7 +61,9 @@ export class Thread {
 
   failed(clientMsgId, reason) {
     const li = this.items.get(clientMsgId);
-    if (li) li.querySelector(".status").textContent = `Not sent: ${reason}`;
+    if (!li) return;
+    li.classList.add("failed");
+    li.querySelector(".status").textContent = `Not sent: ${reason}`;
   }
 
   lastFromCareTeam() {
@@ -57,7 +71,34 @@ export class Thread {
     return theirs.length ? Number(theirs[theirs.length - 1].dataset.seq) : 0;
   }
 
+  // Puts `li` before the first item with a higher seq or still without one; returns
+  // whether that is the end of the stored messages.
+  place(li, seq) {
+    const last = this.list.lastElementChild;
+    if (last && last !== li && last.dataset.seq && Number(last.dataset.seq) < seq) {
+      this.list.append(li); // the usual case: the newest so far, nothing pending
+      return true;
+    }
+    let before = null;
+    for (const other of this.list.children) {
+      if (other === li) continue;
+      if (!other.dataset.seq || Number(other.dataset.seq) > seq) {
+        before = other;
+        break;
+      }
+    }
+    if (before === null) {
+      if (li.parentNode !== this.list || li !== this.list.lastElementChild) this.list.append(li);
+      return true;
+    }
+    if (li.nextElementSibling !== before) this.list.insertBefore(li, before);
+    return !before.dataset.seq;
+  }
+
   setStatus(li, status) {
+    // Never backwards: a late "sent" does not undo "read".
+    if ((STATUS_RANK[li.dataset.status] || 0) > (STATUS_RANK[status] || 0)) return;
+    li.dataset.status = status || "";
     li.querySelector(".status").textContent = STATUS_WORDS[status] || "";
   }
 
@@ -79,4 +120,13 @@ export class Thread {
     li.append(head, text, status);
     return li;
   }
+}
+
+// "9:05 AM" today, "Mon, May 4, 9:05 AM" before (links live for days).
+function when(iso) {
+  const moment = new Date(iso);
+  const today = new Date().toDateString() === moment.toDateString();
+  return moment.toLocaleString([], today
+    ? { hour: "numeric", minute: "2-digit" }
+    : { weekday: "short", month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
 }

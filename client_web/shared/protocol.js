@@ -20,6 +20,7 @@ export const ServerFrame = Object.freeze({
   TYPING: "typing",
   READ: "read",
   PRESENCE: "presence",
+  NOTICE: "notice",
   ERROR: "error",
   PONG: "pong",
 });
@@ -41,11 +42,22 @@ export function shouldReconnect(code) {
 
 export const ErrorCode = Object.freeze({
   INVALID_FRAME: "invalid_frame",
+  INVALID_REQUEST: "invalid_request",
   UNAUTHENTICATED: "unauthenticated",
   FORBIDDEN: "forbidden",
   NOT_FOUND: "not_found",
+  CONFLICT: "conflict",
   RATE_LIMITED: "rate_limited",
   PORTAL_INACTIVE: "portal_inactive",
   OPTED_OUT: "opted_out",
+  INVALID_VERIFICATION: "invalid_verification",
+  LOCKED: "locked",
+  PAYLOAD_TOO_LARGE: "payload_too_large",
   UNAVAILABLE: "unavailable",
+  INTERNAL: "internal",
 });
+
+// Refusals that mean "later, with the same client_msg_id" rather than "never".
+export function isRetryable(code) {
+  return code === ErrorCode.RATE_LIMITED || code === ErrorCode.UNAVAILABLE;
+}

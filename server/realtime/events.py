@@ -74,6 +74,14 @@ class PresenceQuery(msgspec.Struct, frozen=True, array_like=True, tag="q"):
     account_id: str
 
 
+class NoticeEvent(Event, tag="n"):
+    """Something staff should know about a conversation that is not a message
+    (``link_locked``: a secure link was locked after too many wrong tries)."""
+
+    notice: str
+    at: str
+
+
 class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
     """On the control channel: close every socket of this session, on every node."""
 
@@ -82,6 +90,6 @@ class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
 
 
 AnyEvent = (MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent
-            | PresenceQuery | SessionEnded)
+            | PresenceQuery | NoticeEvent | SessionEnded)
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder(AnyEvent).decode

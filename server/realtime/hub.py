@@ -39,6 +39,7 @@ from server.metrics import Metrics
 from server.protocol import (
     ConversationUpdate,
     Message,
+    Notice,
     Presence,
     ReadNotice,
     Sender,
@@ -251,6 +252,11 @@ class Hub:
         except BrokerUnavailable:
             self._metrics.broker_publish_failures.inc()
 
+    def notice(self, account_id: str, conversation_id: str, notice: str) -> None:
+        """Tell the account's staff, on every node (e.g. ``link_locked``)."""
+        self.publish(events.NoticeEvent(self.node_id, account_id, conversation_id, notice,
+                                        rfc3339(self._clock.now())))
+
     def end_session(self, session_id: str) -> None:
         """Close this session's sockets on every node (logout, deactivation)."""
         self.publish(events.SessionEnded(self.node_id, session_id))
@@ -341,6 +347,12 @@ class Hub:
                 self._on_presence(item)
             case events.PresenceQuery():
                 self._answer_presence(item)
+            case events.NoticeEvent():
+                frame = encode(Notice(conversation_id=item.conversation_id,
+                                      notice=item.notice, at=item.at))
+                for conn in list(self._by_account.get(item.account_id, ())):
+                    if not conn.is_patient:
+                        self._push(conn, frame)
             case events.SessionEnded():
                 for conn in list(self._by_session.get(item.session_id, ())):
                     conn.close(4401, "session ended")

@@ -8,7 +8,9 @@
   when the link was sent more than 24 hours ago or the account always wants it, a
   one-time code sent by SMS (6 digits, 10 minutes, single use, stored as a keyed hash).
   Wrong dates and wrong codes count together: the fifth locks the link for good (asking
-  for a new code does not reset the count), is audited and tells the staff.
+  for a new code does not reset the count), is audited and tells the staff; that fifth
+  try is already answered ``locked``. At most :data:`MAX_CODES_PER_HOUR` code SMS go out
+  per link in any hour (someone who knows the date of birth cannot flood the phone).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from server.store.db import Database
 MAX_FAILURES = 5  # issue 5: five wrong tries lock the link
 CODE_TTL = timedelta(minutes=10)
 CODE_AFTER = timedelta(hours=24)  # links older than this always need a code
+MAX_CODES_PER_HOUR = 5
 CODE_SMS = "{clinic}: your verification code is {code}. It expires in 10 minutes."
 NO_LONGER_VALID = "this link is no longer valid; please ask your clinic for a new one"
 
@@ -88,7 +91,9 @@ class SecureLinks:
         Raises:
             AppError: ``not_found`` (unknown, expired or revoked link), ``locked``,
                 ``invalid_verification`` (wrong date or code; the answer does not say
-                which), ``opted_out`` (a code is needed but the number replied STOP).
+                which; the try that locks the link answers ``locked``), ``opted_out`` (a
+                code is needed but the number replied STOP), ``rate_limited`` (too many
+                codes asked for this link in the last hour).
         """
         digest = token_hash(token)
         now = self._clock.now()
@@ -105,20 +110,23 @@ class SecureLinks:
                 crypto.patient_field_context(account_id, patient_id, "dob"))
             dob_ok = hmac.compare_digest(stored_dob.encode(), date_of_birth.strip().encode())
             needs_code = row["require_code"] or now - row["created_at"] > CODE_AFTER
+            sent = locked = failed = False
             if dob_ok and needs_code and not code:
                 if row["opted_out"]:
                     raise AppError(ErrorCode.OPTED_OUT, "we cannot text you a code; "
                                    "reply START to the clinic's number, then try again")
+                await self._check_code_rate(conn, digest, now)
                 await self._send_code(conn, row, digest, now)
                 sent = True
             else:
-                sent = False
-                code_ok = not needs_code or await self._use_code(conn, digest, code or "", now)
+                # A code is spent only with the right date (a typo in the date does not
+                # burn it); either wrong counts one failure.
+                code_ok = not needs_code or (
+                    dob_ok and await self._use_code(conn, digest, code or "", now))
                 if not (dob_ok and code_ok):
-                    await self._fail(conn, row, digest, now, actor)
+                    locked = await self._fail(conn, row, digest, now, actor)
                     failed = True
                 else:
-                    failed = False
                     await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                        action="link.verified", object_type="conversation",
                                        object_id=row["conversation_id"],
@@ -126,11 +134,23 @@ class SecureLinks:
         if sent:
             self.wake_sms()
             return CodeSent()
+        if locked:  # told after the commit: the lock is durable by then
+            self.on_locked(account_id, row["conversation_id"])
+            raise AppError(ErrorCode.LOCKED, "this link is now locked; ask your clinic")
         if failed:
             raise AppError(ErrorCode.INVALID_VERIFICATION,
                            "that does not match our records; check and try again")
         return await self._sessions.open(account_id, patient_id, row["conversation_id"],
                                          actor)
+
+    async def _check_code_rate(self, conn, digest: str, now) -> None:
+        window = timedelta(hours=1)
+        sent = await link_store.codes_sent_since(conn, digest, now - window)
+        if len(sent) >= MAX_CODES_PER_HOUR:
+            wait = sent[-MAX_CODES_PER_HOUR] + window - now
+            raise AppError(ErrorCode.RATE_LIMITED,
+                           "too many codes were sent for this link; try again later",
+                           retry_after_ms=max(1000, int(wait.total_seconds() * 1000)))
 
     async def _send_code(self, conn, row, digest: str, now) -> None:
         code = f"{secrets.randbelow(10**6):06d}"
@@ -155,15 +175,15 @@ class SecureLinks:
     def _code_hash(self, digest: str, code: str) -> str:
         return self._keyring.master.blind_index("link-code", digest, code)
 
-    async def _fail(self, conn, row, digest: str, now, actor: Actor) -> None:
+    async def _fail(self, conn, row, digest: str, now, actor: Actor) -> bool:
+        """Count a wrong try; returns whether it locked the link."""
         failures = await link_store.add_failure(conn, digest, now, MAX_FAILURES)
         locked = failures >= MAX_FAILURES
         await audit.append(conn, self._clock, stream=row["account_id"], actor=actor,
                            action="link.locked" if locked else "link.verify_failed",
                            object_type="conversation", object_id=row["conversation_id"],
                            outcome="denied", details={"failures": failures})
-        if locked:
-            self.on_locked(row["account_id"], row["conversation_id"])
+        return locked
 
     async def revoke(self, account_id: str, conversation_id: str, actor: Actor
                      ) -> tuple[int, list[str]]:

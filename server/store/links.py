@@ -71,3 +71,12 @@ async def use_code(conn: AsyncConnection, code_id: int, now: datetime) -> bool:
                                                          link_codes.c.used_at.is_(None))
                                 .values(used_at=now))
     return result.rowcount == 1
+
+
+async def codes_sent_since(conn: AsyncConnection, token_hash: str, since: datetime
+                           ) -> list[datetime]:
+    """When each code for the link was made since ``since``, oldest first."""
+    return list((await conn.execute(
+        select(link_codes.c.created_at).where(link_codes.c.token_hash == token_hash,
+                                              link_codes.c.created_at > since)
+        .order_by(link_codes.c.created_at))).scalars())

@@ -23,24 +23,36 @@ def page(title: str, body: str, scripts: str = "") -> str:
 
 def verify_page(token: str, clinic: str, *, code_required: bool = False,
                 error: str | None = None, date_of_birth: str = "") -> str:
+    """The check form. With ``code_required`` it also asks for the texted code (the date
+    stays filled in) and offers to text a new one. An error is announced (``role=alert``)
+    and tied to the fields it is about; the first field to fill has the focus."""
     action = f"/s/{html.escape(token, quote=True)}/verify"
-    alert = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    invalid = ' aria-invalid="true" aria-describedby="error"' if error else ""
+    alert = (f'<p id="error" class="error" role="alert">{html.escape(error)}</p>'
+             if error else "")
     code = ""
     if code_required:
-        code = ('<p>We texted you a 6-digit code. It expires in 10 minutes.</p>'
-                '<label for="code">Code from the text message</label>'
-                '<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code"'
-                ' pattern="[0-9]{6}" maxlength="6" required autofocus>')
+        described = "code-hint error" if error else "code-hint"
+        code = f"""<label for="code">Code from the text message</label>
+<p id="code-hint" class="hint">We texted you a 6-digit code. It expires in 10 minutes.</p>
+<input id="code" name="code" inputmode="numeric" autocomplete="one-time-code"
+ pattern="[0-9]{{6}}" maxlength="6" required autofocus
+ aria-describedby="{described}"{' aria-invalid="true"' if error else ""}>"""
     dob_value = html.escape(date_of_birth, quote=True)
-    body = f"""<h1>{html.escape(clinic)}</h1>
+    buttons = '<button type="submit">Continue</button>'
+    if code_required:
+        buttons += ('<button type="submit" name="resend" value="1" formnovalidate'
+                    ' class="link">Text me a new code</button>')
+    body = f"""<p class="eyebrow">Secure message</p>
+<h1>{html.escape(clinic)}</h1>
 <p>You have a secure message. To read it, confirm your date of birth.</p>
 {alert}
 <form method="post" action="{action}" class="card">
 <label for="date_of_birth">Date of birth</label>
 <input id="date_of_birth" name="date_of_birth" type="date" required
- autocomplete="bday" value="{dob_value}"{"" if code_required else " autofocus"}>
+ autocomplete="bday" value="{dob_value}"{"" if code_required else " autofocus"}{invalid}>
 {code}
-<button type="submit">Continue</button>
+<div class="actions">{buttons}</div>
 </form>
 <p class="small">Nothing is stored on this phone after you end the session.</p>"""
     return page(f"{clinic}: secure message", body)
@@ -48,28 +60,35 @@ def verify_page(token: str, clinic: str, *, code_required: bool = False,
 
 def gone_page() -> str:
     """One neutral page for unknown, expired and revoked links (it does not say which)."""
-    return page("Link not valid", """<h1>This link is not valid</h1>
-<p>Please ask your clinic to send you a new link.</p>""")
+    return page("Link not valid", """<div class="notice">
+<h1>This link is not valid</h1>
+<p>Please ask your clinic to send you a new link.</p></div>""")
 
 
 def locked_page() -> str:
-    return page("Link locked", """<h1>This link is locked</h1>
-<p>It was locked after too many attempts, to protect your information.
-Please ask your clinic to send you a new link.</p>""")
+    return page("Link locked", """<div class="notice warning">
+<h1>This link is locked</h1>
+<p>It was locked after too many attempts, to protect your information.</p>
+<p>Please ask your clinic to send you a new link.</p></div>""")
 
 
 def ended_page() -> str:
-    return page("Session ended", """<h1>Your secure session has ended</h1>
-<p>To read your messages again, open the link from your text message.</p>""")
+    return page("Session ended", """<div class="notice">
+<h1>Your secure session has ended</h1>
+<p>To read your messages again, open the link from your text message.</p></div>""")
 
 
 def chat_page() -> str:
-    body = """<header class="bar"><h1 id="title">Secure messages</h1>
-<span id="connection" class="connection" role="status" aria-live="polite">Connecting…</span>
+    body = """<header class="bar">
+<div class="heading"><h1 id="title">Secure messages</h1>
+<p id="connection" class="connection" role="status">Connecting…</p></div>
 <form method="post" action="/s/logout">
 <button type="submit" class="secondary">End session</button></form>
 </header>
-<ol id="thread" class="thread" aria-live="polite" aria-label="Messages"></ol>
+<noscript><p class="error">This page needs JavaScript to show your messages.</p></noscript>
+<section class="log" role="log" aria-label="Messages">
+<ol id="thread" class="thread"></ol>
+</section>
 <p id="typing" class="typing" aria-live="polite"></p>
 <form id="composer" class="composer">
 <label for="body" class="visually-hidden">Your reply</label>

@@ -7,6 +7,8 @@ route names, not paths).
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -17,20 +19,24 @@ from server.services.links import CodeSent, LinkState
 from server.web import cookies, pages
 from server.web.http import decode_body, request_actor
 
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CODE = re.compile(r"^\d{6}$")
+
 
 async def link_page(request: Request) -> Response:
     token = request.path_params["token"]
     state, clinic = await request.app.state.links.state(token)
-    if state is LinkState.GONE:
-        return HTMLResponse(pages.gone_page(), status_code=404)
-    if state is LinkState.LOCKED:
-        return HTMLResponse(pages.locked_page(), status_code=423)
+    if state is not LinkState.VALID:
+        return _state_page(state)
     return HTMLResponse(pages.verify_page(token, clinic))
 
 
 async def verify(request: Request) -> Response:
-    """JSON: 204 (+ cookie), 202 ``{"code_required": true}``, or an error body. A form:
-    303 to the chat page, or the form again with what went wrong."""
+    """JSON: 204 (+ cookie), 202 ``{"code_required": true}``, or an error body (401
+    ``invalid_verification``, 423 ``locked`` from the fifth wrong try on, 404 for an
+    unusable link, 429 when too many codes were texted, 409 ``opted_out``). A form: 303
+    to the chat page, the code step, the form again with what went wrong (400 for a
+    malformed entry, which counts no failure), or the locked / not-valid page."""
     token = request.path_params["token"]
     is_json = request.headers.get("content-type", "").startswith("application/json")
     if is_json:
@@ -38,15 +44,27 @@ async def verify(request: Request) -> Response:
         dob, code = body.date_of_birth, body.code
     else:
         form = await request.form(max_files=0, max_fields=10)
-        dob = str(form.get("date_of_birth") or "")[:10]
-        code = str(form.get("code") or "")[:6] or None
+        dob = str(form.get("date_of_birth") or "").strip()
+        # "Text me a new code" sends the date alone: a code is asked for again.
+        code = None if form.get("resend") else str(form.get("code") or "").strip() or None
     links = request.app.state.links
+    if not is_json and not (_DATE.match(dob) and (code is None or _CODE.match(code))):
+        # A malformed entry is not a wrong answer: it counts no failure.
+        state, clinic = await links.state(token)
+        if state is not LinkState.VALID:
+            return _state_page(state)
+        return HTMLResponse(pages.verify_page(
+            token, clinic, code_required=code is not None,
+            date_of_birth=dob if _DATE.match(dob) else "",
+            error="Enter your date of birth as year, month and day"
+            + (", and the 6-digit code from the text message" if code is not None else "")
+            + "."), status_code=400)
     try:
         result = await links.verify(token, dob, code, request_actor(request, "anonymous"))
     except AppError as exc:
         if is_json:
             raise
-        return _form_error(token, exc, await links.state(token), dob)
+        return _form_error(token, exc, await links.state(token), dob, code)
     if isinstance(result, CodeSent):
         if is_json:
             return Response('{"code_required":true}', status_code=202,
@@ -60,14 +78,31 @@ async def verify(request: Request) -> Response:
     return response
 
 
-def _form_error(token: str, exc: AppError, state, dob: str) -> Response:
+def _state_page(state: LinkState) -> Response:
+    """The page of a link that cannot be used: one neutral page for unknown, expired and
+    revoked links (same status, same body), another for a locked one."""
+    if state is LinkState.LOCKED:
+        return HTMLResponse(pages.locked_page(), status_code=423)
+    return HTMLResponse(pages.gone_page(), status_code=404)
+
+
+def _form_error(token: str, exc: AppError, state, dob: str, code: str | None) -> Response:
     link_state, clinic = state
     if exc.code is ErrorCode.NOT_FOUND or link_state is LinkState.GONE:
-        return HTMLResponse(pages.gone_page(), status_code=404)
+        return _state_page(LinkState.GONE)
     if exc.code is ErrorCode.LOCKED or link_state is LinkState.LOCKED:
-        return HTMLResponse(pages.locked_page(), status_code=423)
-    return HTMLResponse(pages.verify_page(token, clinic, error=exc.message),
+        return _state_page(LinkState.LOCKED)
+    # After a wrong code the form keeps asking for one (with the date as typed), rather
+    # than falling back to the date alone, which would text yet another code.
+    with_code = code is not None
+    return HTMLResponse(pages.verify_page(token, clinic, error=_sentence(exc.message),
+                                          code_required=with_code,
+                                          date_of_birth=dob if with_code else ""),
                         status_code=exc.http_status)
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
 async def chat(request: Request) -> Response:
