@@ -26,7 +26,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.engine import make_url
 
 from server.app import create_app
@@ -36,6 +35,7 @@ from server.protocol import CreatePatientRequest
 from server.services.container import Services, build_services
 from server.settings import Settings, from_env
 from server.store import migrate
+from tests.serving import serve_app
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
@@ -172,34 +172,8 @@ async def server(settings: Settings, master_key: bytes, clock: FakeClock
                  ) -> AsyncIterator[RunningServer]:
     """The real app under real uvicorn on 127.0.0.1 and a free port, on the test's loop."""
     app = create_app(settings, master_key, clock=clock)
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    # A socket bound and listening before uvicorn starts: clients may connect at once.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    config = uvicorn.Config(app_reporting_startup, lifespan="on", log_config=None,
-                            access_log=False, ws="websockets-sansio",
-                            ws_per_message_deflate=False, ws_max_size=64 * 1024)
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    async with asyncio.timeout(10):
-        await started.wait()
-    if not hasattr(app.state, "services"):
-        await task
-        raise RuntimeError("the app failed to start")
-    yield RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.services)
-    uv.should_exit = True
-    async with asyncio.timeout(10):
-        await task
-    sock.close()
+    async with serve_app(app) as served:
+        yield RunningServer(served.url, app.state.services)
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

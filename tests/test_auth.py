@@ -4,14 +4,11 @@ absolute expiry, argon2id hashes (and their upgrade), logout, fixation and cooki
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
@@ -21,6 +18,7 @@ from server.services.container import Services
 from server.settings import from_env
 from server.store.tables import staff
 from tests.conftest import PASSWORD, Clinic, RunningServer
+from tests.serving import serve_app
 
 LOGIN = "/api/auth/login"
 WRONG = "not the password, but long enough"
@@ -54,32 +52,9 @@ def set_cookie(response: httpx.Response) -> tuple[str, str, dict[str, str | None
 
 @contextlib.asynccontextmanager
 async def serve(app) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port (the conftest ``server`` pattern)."""
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    uv = uvicorn.Server(uvicorn.Config(app_reporting_startup, lifespan="on", log_config=None,
-                                       access_log=False))
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            await started.wait()
-        assert hasattr(app.state, "services"), "the app failed to start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        uv.should_exit = True
-        async with asyncio.timeout(10):
-            await task
-        sock.close()
+    """Run ``app`` under uvicorn on a free port; yields its base URL."""
+    async with serve_app(app) as served:
+        yield served.url
 
 
 # --- lockout ------------------------------------------------------------------------------

@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import re
 import secrets
-import socket
 from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.engine import make_url
 
 from server.app import create_app
@@ -20,6 +18,7 @@ from server.clock import FakeClock
 from server.settings import from_env
 from server.store import migrate
 from tests.conftest import ORIGIN, PG_ADMIN_URL, Clinic, RunningServer
+from tests.serving import serve_app
 
 CANARY_NAME = "Ottoline Canaryfeather"
 CANARY_PHONE = "(415) 555-0173"
@@ -28,32 +27,9 @@ CANARY_BODY = "canary-metrics Zanzibar dosage"
 
 @contextlib.asynccontextmanager
 async def serve(app) -> AsyncIterator[str]:
-    """Run ``app`` under uvicorn on a free port (the conftest ``server`` pattern)."""
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    uv = uvicorn.Server(uvicorn.Config(app_reporting_startup, lifespan="on", log_config=None,
-                                       access_log=False))
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            await started.wait()
-        assert hasattr(app.state, "services"), "the app failed to start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        uv.should_exit = True
-        async with asyncio.timeout(10):
-            await task
-        sock.close()
+    """Run ``app`` under uvicorn on a free port; yields its base URL."""
+    async with serve_app(app) as served:
+        yield served.url
 
 
 async def pg_admin(statement: str) -> None:

@@ -5,15 +5,12 @@ back from the outbox; the simulator's notification with its link."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import func, select, update
 from starlette.applications import Starlette
 
@@ -23,6 +20,7 @@ from server.settings import Settings, from_env
 from server.sms.outbox import outbox_context
 from server.store.tables import accounts, secure_links, sessions, sms_outbox
 from tests.conftest import ORIGIN, Clinic, RunningServer
+from tests.serving import listening_socket, serve_app
 
 DOB = "1980-05-17"  # make_clinic's default date of birth
 WRONG_DOB = "1980-05-18"
@@ -59,46 +57,20 @@ def node_settings(database_url: str, port: int, **overrides: Any) -> Settings:
     return from_env({}, **values)
 
 
-def listening_socket(port: int = 0) -> socket.socket:
-    sock = socket.socket()
-    # A restarted node takes the same port while the old connections sit in TIME_WAIT.
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(128)
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def run_node(database_url: str, master_key: bytes, clock: FakeClock, *,
                    port: int = 0, **overrides: Any) -> AsyncIterator[Node]:
     """The real app under real uvicorn, as conftest's ``server``, on ``port`` (0: a free
-    one), configured with its own address as PUBLIC_URL and allowed origin."""
+    one; a restarted node takes the same one), configured with its own address as
+    PUBLIC_URL and allowed origin."""
     sock = listening_socket(port)
     port = sock.getsockname()[1]
     app = create_app(node_settings(database_url, port, **overrides), master_key,
                      clock=clock)
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    uv = uvicorn.Server(uvicorn.Config(
-        app_reporting_startup, lifespan="on", log_config=None, access_log=False,
-        ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=64 * 1024))
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(10):
-            await started.wait()
-        assert hasattr(app.state, "services"), "the app failed to start"
-        yield Node(f"http://127.0.0.1:{port}", app, port)
+        async with serve_app(app, sock=sock):
+            yield Node(f"http://127.0.0.1:{port}", app, port)
     finally:
-        uv.should_exit = True
-        async with asyncio.timeout(15):
-            await task
         sock.close()
 
 

@@ -21,6 +21,7 @@ from server.brokers.base import Broker
 from server.clock import Clock
 from server.settings import Settings
 from tests.conftest import ORIGIN, PASSWORD, RunningServer, repo_root
+from tests.serving import serve_app
 
 
 class Node(RunningServer):
@@ -49,36 +50,8 @@ async def in_process_node(settings: Settings, master_key: bytes, clock: Clock,
     """``create_app`` under real uvicorn on a bound socket, on the test's loop (as the
     ``server`` fixture does), with the given broker."""
     app = create_app(settings, master_key, clock=clock, broker=broker)
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    config = uvicorn.Config(app_reporting_startup, lifespan="on", log_config=None,
-                            access_log=False, ws="websockets-sansio",
-                            ws_per_message_deflate=False, ws_max_size=64 * 1024)
-    uv = uvicorn.Server(config)
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    try:
-        async with asyncio.timeout(15):
-            await started.wait()
-        if not hasattr(app.state, "services"):
-            await task
-            raise RuntimeError("the app failed to start")
-        yield Node(url, app, uv, task)
-    finally:
-        uv.should_exit = True
-        async with asyncio.timeout(15):
-            await task
-        sock.close()
+    async with serve_app(app) as served:
+        yield Node(served.url, app, served.uvicorn, served.task)
 
 
 # --- nodes as processes --------------------------------------------------------------------

@@ -109,39 +109,13 @@ async def serve(settings: Any, master_key: bytes, clock: Any, *,
     """A node of its own under real uvicorn (as conftest's ``server``), for tests that
     stop it themselves or need a small kernel send buffer (accepted sockets inherit
     ``SO_SNDBUF`` from the listening one). Yields the server and uvicorn's handle."""
-    import socket
-
-    import uvicorn
-
     from server.app import create_app
+    from tests.serving import listening_socket, serve_app
 
     app = create_app(settings, master_key, clock=clock)
-    started = asyncio.Event()
-
-    async def app_reporting_startup(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    sock = socket.socket()
-    if send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    uv = uvicorn.Server(uvicorn.Config(
-        app_reporting_startup, lifespan="on", log_config=None, access_log=False,
-        ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=64 * 1024))
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
+    sock = listening_socket(send_buffer=send_buffer)
     try:
-        async with asyncio.timeout(10):
-            await started.wait()
-        assert hasattr(app.state, "services"), "the app failed to start"
-        yield RunningServer(f"http://127.0.0.1:{sock.getsockname()[1]}",
-                            app.state.services), uv
+        async with serve_app(app, sock=sock) as served:
+            yield RunningServer(served.url, app.state.services), served.uvicorn
     finally:
-        uv.should_exit = True
-        async with asyncio.timeout(10):
-            await task
         sock.close()

@@ -13,14 +13,12 @@ import asyncio
 import base64
 import contextlib
 import secrets
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,6 +38,7 @@ from server.sms.twilio import TwilioProvider
 from server.sms.worker import OutboxWorker
 from server.store.tables import messages, patients, sms_outbox
 from tests.conftest import Clinic, RunningServer, make_clinic
+from tests.serving import serve_app
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "12345678901234567890123456789012"  # 32 hex-ish characters, as Twilio's are
@@ -60,35 +59,9 @@ Answer = int | str | tuple[int, dict]
 
 @contextlib.asynccontextmanager
 async def serve(app: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
-    """Run ``app`` under real uvicorn on 127.0.0.1 and a free port; yields its base URL
-    once it has started (and its lifespan, if any, has finished starting)."""
-    started = asyncio.Event()
-
-    async def reporting(scope, receive, send):
-        async def send_and_report(message):
-            await send(message)
-            if message["type"].startswith("lifespan.startup."):
-                started.set()
-        await app(scope, receive, send_and_report if scope["type"] == "lifespan" else send)
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    uv = uvicorn.Server(uvicorn.Config(
-        reporting if lifespan == "on" else app, lifespan=lifespan, log_config=None,
-        access_log=False, ws="websockets-sansio", ws_per_message_deflate=False,
-        ws_max_size=64 * 1024))
-    task = asyncio.create_task(uv.serve(sockets=[sock]))
-    try:
-        if lifespan == "on":
-            async with asyncio.timeout(10):
-                await started.wait()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        uv.should_exit = True
-        async with asyncio.timeout(15):
-            await task
-        sock.close()
+    """Run ``app`` under real uvicorn on a free port; yields its base URL once started."""
+    async with serve_app(app, lifespan=lifespan) as served:
+        yield served.url
 
 
 class Node(RunningServer):
