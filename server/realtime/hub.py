@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +49,7 @@ from server.protocol import (
 )
 from server.realtime import events
 from server.realtime.connection import Connection, Subscription
+from server.realtime.presence import PresenceTable
 from server.services.streams import Streams
 from server.settings import Settings
 
@@ -97,12 +98,10 @@ class Hub:
         self._streams: dict[str, Stream] = {}
         self._stream_lock = asyncio.Lock()
         self._queue: asyncio.Queue[events.AnyEvent | Fill] = asyncio.Queue(EVENT_QUEUE)
-        self._local_online: Counter[str] = Counter()  # conversation -> patient sockets here
-        self._remote_online: dict[str, dict[str, float]] = defaultdict(dict)  # conv->node->until
+        self._presence = PresenceTable(PRESENCE_TTL)
         self._delivered: list[str] = []
         self._sync_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._presence_account: dict[str, str] = {}  # conversation -> account (for expiry)
         self._no_sockets = asyncio.Event()  # set whenever the last socket has left
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -149,8 +148,7 @@ class Hub:
             self._ask_presence(conn.account_id)
         if conn.is_patient:
             assert conn.conversation_id is not None
-            self._local_online[conn.conversation_id] += 1
-            if self._local_online[conn.conversation_id] == 1:
+            if self._presence.joined(conn.account_id, conn.conversation_id):
                 self._publish_presence(conn.account_id, conn.conversation_id, True)
         else:
             conn.read_seen = await self.streams.read_positions(conn.user_id)
@@ -165,11 +163,9 @@ class Hub:
         if not self._by_session[conn.session_id]:
             del self._by_session[conn.session_id]
         self._by_account[conn.account_id].discard(conn)
-        if conn.is_patient and conn.conversation_id is not None:
-            self._local_online[conn.conversation_id] -= 1
-            if self._local_online[conn.conversation_id] <= 0:
-                del self._local_online[conn.conversation_id]
-                self._publish_presence(conn.account_id, conn.conversation_id, False)
+        if conn.is_patient and conn.conversation_id is not None \
+                and self._presence.left(conn.conversation_id):
+            self._publish_presence(conn.account_id, conn.conversation_id, False)
         if not self._by_account[conn.account_id]:
             del self._by_account[conn.account_id]
             if not self._by_account:
@@ -223,10 +219,7 @@ class Hub:
                 del self._streams[conversation_id]
 
     def patient_online(self, conversation_id: str) -> bool:
-        if self._local_online.get(conversation_id):
-            return True
-        now = time.monotonic()
-        return any(until > now for until in self._remote_online.get(conversation_id, {}).values())
+        return self._presence.online(conversation_id, time.monotonic())
 
     async def _open_stream(self, account_id: str, conversation_id: str) -> Stream:
         async with self._stream_lock:
@@ -279,11 +272,9 @@ class Hub:
         self._tell_others(events.PresenceQuery(self.node_id, account_id))
 
     def _answer_presence(self, query: events.PresenceQuery) -> None:
-        for conversation_id in list(self._local_online):
-            conns = self._patient_conns(conversation_id)
-            if conns and conns[0].account_id == query.account_id:
-                self._tell_others(events.PresenceEvent(self.node_id, query.account_id,
-                                                       conversation_id, True))
+        for conversation_id in self._presence.local_in(query.account_id):
+            self._tell_others(events.PresenceEvent(self.node_id, query.account_id,
+                                                   conversation_id, True))
 
     # --- the broker's handler --------------------------------------------------------------
 
@@ -300,10 +291,8 @@ class Hub:
         self._metrics.broker_up.set(1 if up else 0)
         if up:  # publications may have been lost while it was down
             self._sync_now.set()
-            for conversation_id in self._local_online:
-                account = next(iter(self._patient_conns(conversation_id)), None)
-                if account is not None:
-                    self._publish_presence(account.account_id, conversation_id, True)
+            for account_id, conversation_id in self._presence.local():
+                self._publish_presence(account_id, conversation_id, True)
             for account_id in list(self._by_account):  # what did the others announce?
                 self._ask_presence(account_id)
 
@@ -469,18 +458,13 @@ class Hub:
                 self._push(conn, frame)
 
     def _on_presence(self, event: events.PresenceEvent) -> None:
-        self._presence_account[event.conversation_id] = event.account_id
-        was = self.patient_online(event.conversation_id)
-        nodes = self._remote_online[event.conversation_id]
-        if event.online:
-            nodes[event.node] = time.monotonic() + PRESENCE_TTL
-        else:
-            nodes.pop(event.node, None)
-        if not nodes:
-            del self._remote_online[event.conversation_id]
-        now = self.patient_online(event.conversation_id)
-        if now != was or event.node == self.node_id:
-            self._announce_presence(event.account_id, event.conversation_id, now)
+        """This node's own news goes to its staff as it is; another node's only when it
+        changes what staff should see."""
+        if event.node == self.node_id or self._presence.remote(
+                event.node, event.account_id, event.conversation_id, event.online,
+                time.monotonic()):
+            self._announce_presence(event.account_id, event.conversation_id,
+                                    self.patient_online(event.conversation_id))
 
     def _announce_presence(self, account_id: str, conversation_id: str, online: bool) -> None:
         frame = encode(Presence(conversation_id=conversation_id, patient_online=online))
@@ -494,10 +478,6 @@ class Hub:
         stream = self._streams.get(conversation_id)
         return [c for c in stream.subscribers if not c.subscriptions[conversation_id]
                 .replaying] if stream is not None else []
-
-    def _patient_conns(self, conversation_id: str) -> list[Connection]:
-        return [c for conns in self._by_account.values() for c in conns
-                if c.conversation_id == conversation_id]
 
     def _push(self, conn: Connection, frame: str) -> None:
         conn.push(frame)
@@ -558,22 +538,12 @@ class Hub:
     async def _presence_loop(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_REFRESH)
-            for conversation_id in list(self._local_online):
-                conns = self._patient_conns(conversation_id)
-                if conns:  # a refresh for the others (local staff were told already)
-                    self._tell_others(events.PresenceEvent(
-                        self.node_id, conns[0].account_id, conversation_id, True))
-            now = time.monotonic()
-            for conversation_id, nodes in list(self._remote_online.items()):
-                was = self.patient_online(conversation_id)
-                for node, until in list(nodes.items()):
-                    if until <= now:  # that node went silent (it died): forget it
-                        del nodes[node]
-                if not nodes:
-                    del self._remote_online[conversation_id]
-                account_id = self._presence_account.get(conversation_id)
-                if was and not self.patient_online(conversation_id) and account_id:
-                    self._announce_presence(account_id, conversation_id, False)
+            for account_id, conversation_id in self._presence.local():
+                # A refresh for the others (local staff were told already).
+                self._tell_others(events.PresenceEvent(self.node_id, account_id,
+                                                       conversation_id, True))
+            for account_id, conversation_id in self._presence.expire(time.monotonic()):
+                self._announce_presence(account_id, conversation_id, False)
 
     async def _delivered_loop(self) -> None:
         while True:
