@@ -9,10 +9,8 @@ SQLite file), so the session's shared database is never left broken.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import secrets
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -32,7 +30,8 @@ from server.store import audit_log as audit_store
 from server.store import migrate
 from server.store.db import Database
 from server.store.tables import audit_heads, audit_log, conversations, messages
-from tests.conftest import IN_CI, PASSWORD, PG_ADMIN_URL, Clinic, make_clinic, repo_root
+from tests.cli import run_cli, store_env
+from tests.conftest import IN_CI, PASSWORD, PG_ADMIN_URL, Clinic, make_clinic
 
 SQLITE_TRIGGERS = {
     verb: f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
@@ -87,29 +86,11 @@ async def private_services(private_url: str, master_key: bytes, clock: FakeClock
 
 # --- helpers -----------------------------------------------------------------------------
 
-def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
-    """The environment of a child process: ours without any SECURECHAT_* plus the test's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
-    env["SECURECHAT_DATABASE_URL"] = database_url
-    env["SECURECHAT_MASTER_KEY"] = base64.b64encode(master_key).decode()
-    return env
-
-
 async def audit_verify(database_url: str, master_key: bytes) -> tuple[int, str]:
     """Run `securechat audit verify` as its own process; returns (exit code, stdout)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "audit", "verify", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(database_url, master_key),
-        cwd=repo_root())
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode in (0, 1), err.decode()
-    return proc.returncode, out.decode()
+    code, out, err = await run_cli("audit", "verify", env=store_env(database_url, master_key))
+    assert code in (0, 1), err
+    return code, out
 
 
 async def make_traffic(services: Services) -> Clinic:

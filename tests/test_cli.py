@@ -22,36 +22,8 @@ from server.services.container import Services
 from server.store import accounts as account_store
 from server.store import migrate
 from server.store.db import Database
-from tests.conftest import PASSWORD, RunningServer, repo_root
-
-TIMEOUT = 60  # seconds for any one command; start-up includes migrations and argon2
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """os.environ without any SECURECHAT_* (from_env refuses unknown ones), plus
-    ``settings`` as SECURECHAT_<NAME>."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(repo_root()), env.get("PYTHONPATH")) if p)
-    env.update({f"SECURECHAT_{name.upper()}": value for name, value in settings.items()})
-    return env
-
-
-async def run_cli(*args: str, cwd: Path, env: dict[str, str], stdin: str | None = None
-                  ) -> tuple[int, str, str]:
-    """Run ``python -m server ARGS`` to completion: (exit code, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", *args, cwd=cwd, env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
-    try:
-        async with asyncio.timeout(TIMEOUT):
-            out, err = await process.communicate(stdin.encode() if stdin is not None else b"")
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    return process.returncode, out.decode(), err.decode()
+from tests.cli import TIMEOUT, clean_env, run_cli
+from tests.conftest import PASSWORD, RunningServer
 
 
 def free_port() -> int:

@@ -3,11 +3,7 @@ carry the new key id; running nodes switch within key_refresh_seconds."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 import re
-import sys
 
 from sqlalchemy import select
 
@@ -19,30 +15,13 @@ from server.services.container import Services, build_services
 from server.settings import Settings
 from server.store import audit_log as audit_store
 from server.store.tables import data_keys, messages, patients
-from tests.conftest import Clinic, repo_root
+from tests.cli import clean_env, run_cli, store_env
+from tests.conftest import Clinic
 
 
-def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
-    """The environment of a child process: ours without any SECURECHAT_* plus the test's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
-    env["SECURECHAT_DATABASE_URL"] = database_url
-    env["SECURECHAT_MASTER_KEY"] = base64.b64encode(master_key).decode()
-    return env
-
-
-async def run_cli(database_url: str, master_key: bytes, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=cli_env(database_url, master_key),
-        cwd=repo_root())
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode, out.decode(), err.decode()
+async def run_cli_on(database_url: str, master_key: bytes, *args: str
+                     ) -> tuple[int, str, str]:
+    return await run_cli(*args, env=store_env(database_url, master_key))
 
 
 async def send(services: Services, clinic: Clinic, client_msg_id: str, body: str) -> str:
@@ -82,7 +61,7 @@ async def test_cli_rotation_keeps_old_messages_readable(
     before = await send(services, clinic, "before", "sealed under the first key")
     assert await key_of(services, before) == old_key
 
-    code, out, err = await run_cli(database_url, master_key, "rotate-key")
+    code, out, err = await run_cli_on(database_url, master_key, "rotate-key")
     assert code == 0, err
     printed = re.search(rf"^account {clinic.account_id}: data key (\d+) is now active$",
                         out, re.MULTILINE)
@@ -177,12 +156,6 @@ async def test_every_key_still_opens_after_several_rotations(
 
 async def test_rotate_key_needs_the_master_key(database_url: str, master_key: bytes) -> None:
     """`securechat rotate-key` without a master key exits 2 naming the variable."""
-    env = cli_env(database_url, master_key)
-    del env["SECURECHAT_MASTER_KEY"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "rotate-key", stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=repo_root())
-    async with asyncio.timeout(60):
-        _, err = await proc.communicate()
-    assert proc.returncode == 2
-    assert "SECURECHAT_MASTER_KEY" in err.decode()
+    code, _, err = await run_cli("rotate-key", env=clean_env(database_url=database_url))
+    assert code == 2
+    assert "SECURECHAT_MASTER_KEY" in err
