@@ -52,6 +52,15 @@ class SettingsUpdate(Inbound):
     clinic_name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
     sms_number: str | UnsetType | None = UNSET
     secure_link_ttl_hours: Annotated[int, Meta(ge=1, le=720)] | UnsetType = UNSET
+    require_code: bool | UnsetType = UNSET
+
+
+class CreateStaffRequest(Inbound):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    email: Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    role: Literal["admin", "staff"]
+    # The policy (passwords.check_policy) is checked by the service; this only caps it.
+    password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
 
 # --- what the server sends --------------------------------------------------------------
@@ -105,6 +114,7 @@ class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):
     last_activity_at: str
     last_seq: int
     unread: int
+    patient_online: bool = False  # the patient's secure page is open (on any node)
 
 
 class VerifyRequest(Inbound):
@@ -121,6 +131,16 @@ class AccountSettings(msgspec.Struct, frozen=True, kw_only=True):
     clinic_name: str
     sms_number: str | None
     secure_link_ttl_hours: int
+    require_code: bool = False  # always ask the patient for a texted one-time code
+
+
+class StaffMember(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    email: str
+    role: str
+    active: bool
+    created_at: str
 
 
 # --- WebSocket: client → server -----------------------------------------------------------
@@ -179,10 +199,18 @@ class User(msgspec.Struct, frozen=True):
     name: str
 
 
+class AccountInfo(msgspec.Struct, frozen=True):
+    """What a staff console shows of its account's settings (no PHI)."""
+
+    portal_active: bool
+    clinic_name: str
+
+
 class Ready(ServerFrame, tag="ready"):
     role: Literal["staff", "patient"]
     user: User
     conversation_id: str | None = None
+    account: AccountInfo | None = None  # staff: the account as it is now (resync)
 
 
 class Subscribed(ServerFrame, tag="subscribed"):
@@ -205,6 +233,16 @@ class ConversationUpdate(ServerFrame, tag="conversation"):
     last_activity_at: str
     last_seq: int
     unread: int
+    # No default: with omit_defaults a default False would vanish from the frame, and a
+    # console merging frames into its inbox would keep a stale ``true``.
+    patient_online: bool
+
+
+class AccountState(ServerFrame, tag="account"):
+    """Staff only: the account's settings changed (on any node)."""
+
+    portal_active: bool
+    clinic_name: str
 
 
 class TypingNotice(ServerFrame, tag="typing"):

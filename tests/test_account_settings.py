@@ -36,7 +36,7 @@ async def test_get_returns_the_settings(server: RunningServer, clinic: Clinic) -
     assert response.status_code == 200
     body = response.json()
     assert body == {"portal_active": True, "clinic_name": body["clinic_name"],
-                    "sms_number": None, "secure_link_ttl_hours": 72}
+                    "sms_number": None, "secure_link_ttl_hours": 72, "require_code": False}
     assert body["clinic_name"].startswith("Clinic ")
 
 
@@ -62,12 +62,17 @@ async def test_put_is_a_partial_update(server: RunningServer, services: Services
         cleared = await client.put(PATH, json={"sms_number": None})
         assert cleared.json()["sms_number"] is None
 
+        code = await client.put(PATH, json={"require_code": True})
+        assert code.json()["require_code"] is True
+        assert (await client.get(PATH)).json()["require_code"] is True
+
         nothing = await client.put(PATH, json={})
         assert nothing.status_code == 200
         assert nothing.json() == (await client.get(PATH)).json()
     stored = await services.accounts.settings(clinic.account_id)
     assert (stored.clinic_name, stored.secure_link_ttl_hours, stored.sms_number,
-            stored.portal_active) == ("Harbour Family Practice", 24, None, True)
+            stored.portal_active, stored.require_code) == (
+        "Harbour Family Practice", 24, None, True, True)
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -81,6 +86,7 @@ async def test_put_is_a_partial_update(server: RunningServer, services: Services
     ({"clinic_name": "x" * 201}, "clinic_name"),
     ({"portal_active": "yes"}, "portal_active"),
     ({"portal_active": None}, "portal_active"),
+    ({"require_code": "yes"}, "require_code"),
     ({"colour": "blue"}, "colour"),
 ])
 async def test_bad_values_are_422_naming_the_field(

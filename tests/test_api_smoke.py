@@ -11,6 +11,7 @@ async def test_staff_flow(server: RunningServer, clinic: Clinic, clock: FakeCloc
         me = (await client.get("/api/me")).json()
         assert me["staff"]["role"] == "staff"
         assert me["account"]["portal_active"] is True
+        assert me["idle_timeout_seconds"] == server.services.settings.session_idle_seconds
 
         created = await client.post("/api/patients", headers={"origin": ORIGIN}, json={
             "name": "Jordan Lee", "phone": "(415) 555-0199", "date_of_birth": "1975-01-30"})

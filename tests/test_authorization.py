@@ -6,6 +6,7 @@ caller without a session; staff never reach another account's data; admin routes
 from __future__ import annotations
 
 import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -54,6 +55,11 @@ CASES: dict[tuple[str, str], Case] = {
     ("/api/account/settings", "PUT"): Case(200, lambda c: {"clinic_name": "Renamed Clinic"},
                                            admin_only=True),
     ("/api/audit", "GET"): Case(200, params={"limit": "5"}, admin_only=True),
+    ("/api/staff", "GET"): Case(200, admin_only=True),
+    ("/api/staff", "POST"): Case(201, lambda c: {
+        "name": "Sam Authz", "email": f"authz-{secrets.token_hex(4)}@clinic.test",
+        "role": "staff", "password": PASSWORD}, admin_only=True),
+    ("/api/staff/{staff_id}/deactivate", "POST"): Case(200, admin_only=True),
 }
 
 
@@ -81,7 +87,7 @@ ROUTE_IDS = [f"{method} {route.path}" for route, method in ROUTES]
 
 
 def url_for(route: Route, clinic: Clinic) -> str:
-    ids = {"conversation_id": clinic.conversation_id}
+    ids = {"conversation_id": clinic.conversation_id, "staff_id": clinic.staff_id}
     return route.path.format(**{name: ids[name] for name in route.param_convertors})
 
 

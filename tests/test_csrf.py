@@ -44,6 +44,7 @@ def test_every_state_changing_route_is_covered() -> None:
         ("/api/conversations/{conversation_id}/messages", "POST"),
         ("/api/account/settings", "PUT"), ("/api/sms/segments", "POST"),
         ("/api/conversations/{conversation_id}/links/revoke", "POST"),
+        ("/api/staff", "POST"), ("/api/staff/{staff_id}/deactivate", "POST"),
     }
 
 
@@ -70,6 +71,14 @@ async def test_foreign_origin_changes_nothing(server: RunningServer, services: S
 
         assert forbidden(await client.post(
             f"/api/conversations/{clinic.conversation_id}/links/revoke", headers=evil))
+
+        staff_before = await services.accounts.staff(clinic.account_id)
+        assert forbidden(await client.post("/api/staff", headers=evil, json={
+            "name": "Eve", "email": "eve@evil.example", "role": "admin",
+            "password": PASSWORD}))
+        assert forbidden(await client.post(f"/api/staff/{clinic.staff_id}/deactivate",
+                                           headers=evil))
+        assert await services.accounts.staff(clinic.account_id) == staff_before
 
         # Read-only in effect, but a POST all the same: refused like the others.
         assert forbidden(await client.post("/api/sms/segments", headers=evil,

@@ -82,6 +82,16 @@ class NoticeEvent(Event, tag="n"):
     at: str
 
 
+class AccountChanged(msgspec.Struct, frozen=True, array_like=True, tag="a"):
+    """An account's settings changed: its staff sockets get the new state. The clinic's
+    name and the portal switch are no PHI."""
+
+    node: str
+    account_id: str
+    portal_active: bool
+    clinic_name: str
+
+
 class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
     """On the control channel: close every socket of this session, on every node."""
 
@@ -90,6 +100,6 @@ class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
 
 
 AnyEvent = (MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent
-            | PresenceQuery | NoticeEvent | SessionEnded)
+            | PresenceQuery | NoticeEvent | AccountChanged | SessionEnded)
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder(AnyEvent).decode

@@ -37,6 +37,7 @@ from server.brokers.base import (
 from server.clock import Clock, rfc3339
 from server.metrics import Metrics
 from server.protocol import (
+    AccountState,
     ConversationUpdate,
     Message,
     Notice,
@@ -250,6 +251,11 @@ class Hub:
         self.publish(events.NoticeEvent(self.node_id, account_id, conversation_id, notice,
                                         rfc3339(self._clock.now())))
 
+    def account_changed(self, account_id: str, portal_active: bool, clinic_name: str) -> None:
+        """Tell the account's staff sockets, on every node, its new settings."""
+        self.publish(events.AccountChanged(self.node_id, account_id, portal_active,
+                                           clinic_name))
+
     def end_session(self, session_id: str) -> None:
         """Close this session's sockets on every node (logout, deactivation)."""
         self.publish(events.SessionEnded(self.node_id, session_id))
@@ -337,11 +343,11 @@ class Hub:
             case events.PresenceQuery():
                 self._answer_presence(item)
             case events.NoticeEvent():
-                frame = encode(Notice(conversation_id=item.conversation_id,
-                                      notice=item.notice, at=item.at))
-                for conn in list(self._by_account.get(item.account_id, ())):
-                    if not conn.is_patient:
-                        self._push(conn, frame)
+                self._to_staff(item.account_id, encode(Notice(
+                    conversation_id=item.conversation_id, notice=item.notice, at=item.at)))
+            case events.AccountChanged():
+                self._to_staff(item.account_id, encode(AccountState(
+                    portal_active=item.portal_active, clinic_name=item.clinic_name)))
             case events.SessionEnded():
                 for conn in list(self._by_session.get(item.session_id, ())):
                     conn.close(4401, "session ended")
@@ -389,6 +395,7 @@ class Hub:
         if summary is None:
             return
         frames: dict[int, str] = {}
+        online = self.patient_online(event.conversation_id)
         for conn in staff:
             known = conn.inbox.get(event.conversation_id)
             if known is None or event.seq > known[0]:
@@ -398,7 +405,8 @@ class Hub:
             if unread not in frames:
                 frames[unread] = encode(ConversationUpdate(
                     id=event.conversation_id, patient=summary,
-                    last_activity_at=event.created_at, last_seq=event.seq, unread=unread))
+                    last_activity_at=event.created_at, last_seq=event.seq, unread=unread,
+                    patient_online=online))
             self._push(conn, frames[unread])
 
     async def _on_status(self, event: events.StatusEvent) -> None:
@@ -445,7 +453,8 @@ class Hub:
             unread = max(0, inbound_count - conn.read_seen.get(event.conversation_id, 0))
             self._push(conn, encode(ConversationUpdate(
                 id=event.conversation_id, patient=summary, last_activity_at=at,
-                last_seq=last_seq, unread=unread)))
+                last_seq=last_seq, unread=unread,
+                patient_online=self.patient_online(event.conversation_id))))
 
     async def _relay(self, event, kind: str, user_id: str, name: str, build) -> None:
         """Typing and read notices go to the conversation's other followers."""
@@ -467,10 +476,8 @@ class Hub:
                                     self.patient_online(event.conversation_id))
 
     def _announce_presence(self, account_id: str, conversation_id: str, online: bool) -> None:
-        frame = encode(Presence(conversation_id=conversation_id, patient_online=online))
-        for conn in list(self._by_account.get(account_id, ())):
-            if not conn.is_patient:
-                self._push(conn, frame)
+        self._to_staff(account_id, encode(Presence(conversation_id=conversation_id,
+                                                   patient_online=online)))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -478,6 +485,12 @@ class Hub:
         stream = self._streams.get(conversation_id)
         return [c for c in stream.subscribers if not c.subscriptions[conversation_id]
                 .replaying] if stream is not None else []
+
+    def _to_staff(self, account_id: str, frame: str) -> None:
+        """The same frame to every staff socket of the account on this node."""
+        for conn in list(self._by_account.get(account_id, ())):
+            if not conn.is_patient:
+                self._push(conn, frame)
 
     def _push(self, conn: Connection, frame: str) -> None:
         conn.push(frame)

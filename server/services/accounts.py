@@ -9,16 +9,18 @@ from sqlalchemy.exc import IntegrityError
 
 from server import audit, phones
 from server.audit import SYSTEM, Actor
-from server.clock import Clock
-from server.errors import AppError, ErrorCode, invalid
+from server.clock import Clock, rfc3339
+from server.errors import AppError, ErrorCode, invalid, not_found
 from server.passwords import PasswordHashing, check_policy
-from server.protocol import AccountSettings, SettingsUpdate
+from server.protocol import AccountSettings, CreateStaffRequest, SettingsUpdate, StaffMember
 from server.services.keys import KeyRing
 from server.store import accounts as account_store
 from server.store.db import Database
 
 ROLES = ("admin", "staff")
 DEFAULT_LINK_TTL_HOURS = 72
+# The staff list is one page: a clinic has tens of members, this bounds a runaway one.
+MAX_STAFF = 1000
 
 
 class Accounts:
@@ -70,6 +72,48 @@ class Accounts:
         except IntegrityError:
             raise AppError(ErrorCode.CONFLICT, "a staff member with this email exists") from None
         return staff_id
+
+    async def staff(self, account_id: str) -> list[StaffMember]:
+        """The account's staff members, active or not, by name."""
+        async with self._db.read() as conn:
+            rows = await account_store.account_staff(conn, account_id, MAX_STAFF)
+        return [_member(row) for row in rows]
+
+    async def add_staff(self, account_id: str, body: CreateStaffRequest, actor: Actor
+                        ) -> StaffMember:
+        """An admin adds a member. Raises AppError: ``invalid_request`` (blank name, weak
+        password), ``conflict`` (the email is taken, in any account)."""
+        name = body.name.strip()
+        if not name:
+            raise invalid("name: must not be blank")
+        staff_id = await self.create_staff(account_id, email=body.email, name=name,
+                                           role=body.role, password=body.password,
+                                           actor=actor)
+        async with self._db.read() as conn:
+            row = await account_store.account_staff_member(conn, account_id, staff_id)
+        return _member(row)
+
+    async def deactivate_staff(self, account_id: str, staff_id: str, actor: Actor
+                               ) -> tuple[StaffMember, list[str]]:
+        """Deactivate a member of this account and end their sessions, in one transaction.
+        Returns the member and the ended session ids (the caller closes their sockets).
+
+        Raises:
+            AppError: ``invalid_request`` for oneself (an admin cannot lock themselves
+                out), ``not_found`` for an id that is not a member of this account.
+        """
+        if staff_id == actor.id:
+            raise invalid("you cannot deactivate yourself")
+        async with self._db.write() as conn:
+            row = await account_store.account_staff_member(conn, account_id, staff_id)
+            if row is None:
+                raise not_found("staff member")
+            await account_store.deactivate_staff(conn, staff_id)
+            ended = await account_store.end_staff_sessions(conn, staff_id, self._clock.now())
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="staff.deactivated", object_type="staff",
+                               object_id=staff_id, details={"ended_sessions": len(ended)})
+        return msgspec.structs.replace(_member(row), active=False), ended
 
     async def reset_password(self, email: str, password: str, actor: Actor = SYSTEM) -> None:
         """Set a new password and end the member's sessions. Raises AppError(not_found)."""
@@ -147,4 +191,10 @@ class Accounts:
 def _settings(row) -> AccountSettings:
     return AccountSettings(portal_active=row["portal_active"], clinic_name=row["clinic_name"],
                            sms_number=row["sms_number"],
-                           secure_link_ttl_hours=row["secure_link_ttl_hours"])
+                           secure_link_ttl_hours=row["secure_link_ttl_hours"],
+                           require_code=row["require_code"])
+
+
+def _member(row) -> StaffMember:
+    return StaffMember(id=row["id"], name=row["name"], email=row["email"], role=row["role"],
+                       active=row["active"], created_at=rfc3339(row["created_at"]))

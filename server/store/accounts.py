@@ -12,7 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store.tables import accounts, data_keys, sessions, staff
 
-ACCOUNT_SETTINGS = ("portal_active", "clinic_name", "sms_number", "secure_link_ttl_hours")
+ACCOUNT_SETTINGS = ("portal_active", "clinic_name", "sms_number", "secure_link_ttl_hours",
+                    "require_code")
+# What the staff list shows of a member (never the password hash).
+STAFF_COLUMNS = (staff.c.id, staff.c.account_id, staff.c.name, staff.c.email, staff.c.role,
+                 staff.c.active, staff.c.created_at)
 
 
 async def insert_account(conn: AsyncConnection, **values: Any) -> None:
@@ -50,15 +54,37 @@ async def staff_member(conn: AsyncConnection, staff_id: str) -> RowMapping | Non
     return (await conn.execute(select(staff).where(staff.c.id == staff_id))).mappings().first()
 
 
+async def account_staff(conn: AsyncConnection, account_id: str, limit: int
+                        ) -> list[RowMapping]:
+    """The account's staff members by name (at most ``limit``)."""
+    return list((await conn.execute(
+        select(*STAFF_COLUMNS).where(staff.c.account_id == account_id)
+        .order_by(staff.c.name, staff.c.id).limit(limit))).mappings().all())
+
+
+async def account_staff_member(conn: AsyncConnection, account_id: str, staff_id: str
+                               ) -> RowMapping | None:
+    """One member of this account (None for another account's id, as for a missing one)."""
+    return (await conn.execute(select(*STAFF_COLUMNS).where(
+        staff.c.id == staff_id, staff.c.account_id == account_id))).mappings().first()
+
+
+async def deactivate_staff(conn: AsyncConnection, staff_id: str) -> None:
+    await conn.execute(update(staff).where(staff.c.id == staff_id).values(active=False))
+
+
 async def set_password_hash(conn: AsyncConnection, staff_id: str, password_hash: str) -> None:
     await conn.execute(update(staff).where(staff.c.id == staff_id)
                        .values(password_hash=password_hash))
 
 
-async def end_staff_sessions(conn: AsyncConnection, staff_id: str, now: datetime) -> None:
-    await conn.execute(update(sessions).where(sessions.c.staff_id == staff_id,
-                                              sessions.c.ended_at.is_(None))
-                       .values(ended_at=now))
+async def end_staff_sessions(conn: AsyncConnection, staff_id: str, now: datetime
+                             ) -> list[str]:
+    """End the member's live sessions; returns their ids (to close their sockets)."""
+    result = await conn.execute(update(sessions).where(sessions.c.staff_id == staff_id,
+                                                       sessions.c.ended_at.is_(None))
+                                .values(ended_at=now).returning(sessions.c.id))
+    return list(result.scalars())
 
 
 async def insert_data_key(conn: AsyncConnection, account_id: str, wrapped: bytes,

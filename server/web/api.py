@@ -7,6 +7,7 @@ import io
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -18,6 +19,7 @@ from server.errors import AppError, ErrorCode, invalid
 from server.protocol import (
     Ack,
     CreatePatientRequest,
+    CreateStaffRequest,
     LoginRequest,
     SegmentsRequest,
     Sender,
@@ -117,6 +119,8 @@ async def _me(services: Services, principal: StaffPrincipal) -> dict:
                   "role": principal.role},
         "account": {"id": principal.account_id, "clinic_name": settings.clinic_name,
                     "portal_active": settings.portal_active},
+        # The console signs itself out (with a warning) after this long without activity.
+        "idle_timeout_seconds": services.settings.session_idle_seconds,
     }
 
 
@@ -128,7 +132,10 @@ async def list_conversations(request: Request) -> Response:
         principal.account_id, principal.staff_id,
         before=request.query_params.get("before"),
         limit=_int_param(request, "limit", 50))
-    return JSONResponse({"conversations": conversations})
+    hub = request.app.state.hub
+    return JSONResponse({"conversations": [
+        msgspec.structs.replace(c, patient_online=hub.patient_online(c.id))
+        for c in conversations]})
 
 
 async def create_patient(request: Request) -> Response:
@@ -190,8 +197,34 @@ async def account_settings(request: Request) -> Response:
     if request.method == "GET":
         return JSONResponse(await accounts.settings(principal.account_id))
     change = await decode_body(request, SettingsUpdate)
-    return JSONResponse(await accounts.update_settings(principal.account_id, change,
-                                                       _actor(request, principal)))
+    settings = await accounts.update_settings(principal.account_id, change,
+                                              _actor(request, principal))
+    # Every open console of the account, on every node, follows at once.
+    request.app.state.hub.account_changed(principal.account_id, settings.portal_active,
+                                          settings.clinic_name)
+    return JSONResponse(settings)
+
+
+async def staff_members(request: Request) -> Response:
+    principal = await staff_principal(request, admin=True)
+    services = _services(request)
+    if request.method == "GET":
+        return JSONResponse({"staff": await services.accounts.staff(principal.account_id)})
+    body = await decode_body(request, CreateStaffRequest)
+    member = await services.accounts.add_staff(principal.account_id, body,
+                                               _actor(request, principal))
+    return JSONResponse({"staff": member}, status_code=201)
+
+
+async def deactivate_staff(request: Request) -> Response:
+    """Deactivate a member: their sessions end and their sockets close (4401) on every
+    node at once."""
+    principal = await staff_principal(request, admin=True)
+    member, ended = await _services(request).accounts.deactivate_staff(
+        principal.account_id, request.path_params["staff_id"], _actor(request, principal))
+    for session_id in ended:
+        request.app.state.hub.end_session(session_id)
+    return JSONResponse({"staff": member, "ended_sessions": len(ended)})
 
 
 async def audit_entries(request: Request) -> Response:
@@ -262,5 +295,7 @@ routes = [
     Route("/api/conversations/{conversation_id}/links/revoke", revoke_links,
           methods=["POST"]),
     Route("/api/account/settings", account_settings, methods=["GET", "PUT"]),
+    Route("/api/staff", staff_members, methods=["GET", "POST"]),
+    Route("/api/staff/{staff_id}/deactivate", deactivate_staff, methods=["POST"]),
     Route("/api/audit", audit_entries, methods=["GET"]),
 ]

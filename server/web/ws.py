@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from server.auth import StaffPrincipal
 from server.errors import AppError
 from server.patient_auth import PatientPrincipal
-from server.protocol import Ready, User
+from server.protocol import AccountInfo, Ready, User
 from server.realtime.connection import Connection
 from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
@@ -89,7 +89,11 @@ async def _connection(services, principal, settings) -> Connection:
     if isinstance(principal, StaffPrincipal):
         conn = Connection("staff", principal.account_id, principal.staff_id, principal.name,
                           principal.session_id, outbox, bucket)
-        conn.push(encode(Ready(role="staff", user=User(principal.staff_id, principal.name))))
+        # The account as it is now: a console that was offline catches up on a change.
+        account = await services.accounts.settings(principal.account_id)
+        conn.push(encode(Ready(role="staff", user=User(principal.staff_id, principal.name),
+                               account=AccountInfo(account.portal_active,
+                                                   account.clinic_name))))
         return conn
     summary = await services.streams.summary(principal.account_id, principal.conversation_id)
     name = summary.display_name if summary is not None else ""

@@ -149,6 +149,21 @@ async def test_right_date_opens_a_session(node: Node, clinic: Clinic) -> None:
 
 # --- the one-time code --------------------------------------------------------------------
 
+async def test_require_code_setting_asks_for_a_code(node: Node, clinic: Clinic) -> None:
+    """The admin's ``require_code`` setting (PUT /api/account/settings) makes a fresh
+    link ask for a texted code; turned off, the date of birth is enough again."""
+    async with node.login(clinic.admin_email) as admin, node.client() as patient:
+        admin.headers["origin"] = node.url
+        put = await admin.put("/api/account/settings", json={"require_code": True})
+        assert put.status_code == 200 and put.json()["require_code"] is True
+        asked = await verify(patient, await new_link(node, clinic), DOB)
+        assert (asked.status_code, asked.json()) == (202, {"code_required": True})
+
+        assert (await admin.put("/api/account/settings",
+                                json={"require_code": False})).status_code == 200
+        assert (await verify(patient, await new_link(node, clinic), DOB)).status_code == 204
+
+
 async def test_code_when_the_account_requires_it(node: Node, clinic: Clinic,
                                                  clock: FakeClock) -> None:
     await require_code(node, clinic)

@@ -267,3 +267,30 @@ async def test_presence_follows_the_patient_page(server: RunningServer,
             assert patient.of_type("presence") == []
         await staff.wait_for(lambda _: len(staff.of_type("presence")) == 3)
         assert [f["patient_online"] for f in staff.of_type("presence")] == [False, True, False]
+
+
+async def test_inbox_shows_patient_online(server: RunningServer, clinic: Clinic) -> None:
+    """``patient_online`` in ``GET /api/conversations`` and in ``conversation`` frames is
+    true while the patient's page is connected, false before and after."""
+    conversation = clinic.conversation_id
+
+    async def listed() -> bool:
+        async with server.login(clinic.staff_email) as http:
+            items = (await http.get("/api/conversations")).json()["conversations"]
+        return next(c["patient_online"] for c in items if c["id"] == conversation)
+
+    assert await listed() is False
+    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff:
+        await staff.wait_type("ready")  # written once the hub has the socket
+        async with connect(server.url, await patient_cookie(server.services, clinic)) as patient:
+            await staff.wait_type("presence", patient_online=True)
+            assert await listed() is True
+            await subscribed(patient, conversation)
+            await send(patient, conversation, "p-1")
+            frame = await staff.wait_type("conversation", last_seq=1)
+            assert frame["patient_online"] is True
+        await staff.wait_type("presence", patient_online=False)
+        assert await listed() is False
+        await send(staff, conversation, "s-1", secure=False)
+        frame = await staff.wait_type("conversation", last_seq=2)
+        assert frame["patient_online"] is False  # present, not omitted
