@@ -33,7 +33,7 @@ from server.sms.simulator import SimulatorProvider
 from server.sms.twilio import SignatureChecker, TwilioProvider
 from server.sms.worker import OutboxWorker
 from server.store.migrate import check_current
-from server.web import api, dev, health, patient, webhooks, ws
+from server.web import api, console, dev, health, patient, webhooks, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
@@ -88,7 +88,7 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                 await hub.stop()
             await services.db.close()
 
-    routes = [*health.routes, *api.routes, *ws.routes, *patient.routes,
+    routes = [*health.routes, *api.routes, *ws.routes, *patient.routes, *console.routes,
               Mount("/static", StaticFiles(directory=client_dir()), name="static")]
     if settings.sms_provider == "twilio":
         routes += webhooks.routes

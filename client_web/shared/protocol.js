@@ -21,6 +21,7 @@ export const ServerFrame = Object.freeze({
   READ: "read",
   PRESENCE: "presence",
   NOTICE: "notice",
+  ACCOUNT: "account",
   ERROR: "error",
   PONG: "pong",
 });

@@ -155,7 +155,10 @@ export class ChatSocket {
         this.onFrame(frame);
         return;
       case ServerFrame.MESSAGE: {
-        const last = this.positions.get(frame.conversation_id) ?? 0;
+        // A conversation no longer followed (a frame still in flight when it was left)
+        // is dropped: taking its position would resubscribe it on the next reconnect.
+        if (!this.positions.has(frame.conversation_id)) return;
+        const last = this.positions.get(frame.conversation_id);
         if (frame.seq <= last) return; // already shown
         this.positions.set(frame.conversation_id, frame.seq);
         this.unacked.delete(frame.client_msg_id);
@@ -188,11 +191,29 @@ export class ChatSocket {
     }, Math.max(afterMs || RESEND_DEFAULT_MS, 100));
   }
 
-  follow(conversationId) {
+  // Follow a conversation from `afterSeq` on: the page already shows everything up to it
+  // (e.g. a history page read over HTTP), so the replay starts after it and nothing is
+  // shown twice. Following one already followed changes nothing.
+  follow(conversationId, afterSeq = 0) {
     if (this.positions.has(conversationId)) return;
-    this.positions.set(conversationId, 0);
+    this.positions.set(conversationId, afterSeq);
     this.write({ type: ClientFrame.SUBSCRIBE, conversation_id: conversationId,
-                 after_seq: 0 });
+                 after_seq: afterSeq });
+  }
+
+  // Stop following: no live messages, and no resubscribe after a reconnect.
+  unfollow(conversationId) {
+    if (!this.positions.delete(conversationId)) return;
+    this.write({ type: ClientFrame.UNSUBSCRIBE, conversation_id: conversationId });
+  }
+
+  // The sends of a conversation not yet acknowledged (kept, and resent on reconnect).
+  pending(conversationId) {
+    return [...this.unacked.values()].filter((f) => f.conversation_id === conversationId);
+  }
+
+  get online() {
+    return Boolean(this.ws && this.ws.readyState === WebSocket.OPEN);
   }
 
   send(conversationId, body, secure) {
