@@ -104,6 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
     base = settings.public_url
     print(f"""
 SecureChat demo
+  Console:   {base}/   (staff sign-in below)
   API:       {base}/api   (health: {base}/healthz, WebSocket: {base.replace("http", "ws", 1)}/ws)
   Phones:    {base}/dev/phone   (what the SMS simulator sent; answer as a patient)
   Sign in:   {DEMO_ADMIN}

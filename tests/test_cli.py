@@ -76,8 +76,12 @@ async def test_demo_serves_and_prints_a_working_login(tmp_path: Path) -> None:
 
         base = f"http://127.0.0.1:{port}"
         assert f"API:       {base}/api" in "".join(out)
+        assert f"Console:   {base}/ " in "".join(out)
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
+            console = await client.get("/")
+            assert console.status_code == 200
+            assert '<script type="module" src="/static/staff/main.js">' in console.text
             login = await client.post("/api/auth/login", headers={"origin": base},
                                       json={"email": email, "password": password})
             assert login.status_code == 200, login.text
