@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo serve migrate test lint fmt clean
+.PHONY: help install demo serve migrate test lint fmt clean bench
 
 help: ## Show this help
 	@echo "SecureChat make targets:"
@@ -42,6 +42,9 @@ migrate: $(STAMP) ## Apply database migrations (pass extra options with ARGS=...
 test: $(STAMP) ## Lint, then run the test suite (pass options with PYTEST_ARGS=...)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Run the load benchmark, print the table, write loadtest/results/ (ARGS='--quick' ...)
+	$(BIN)/python -m loadtest.bench $(ARGS)
 
 lint: $(STAMP) ## Lint with ruff
 	$(BIN)/ruff check .
