@@ -3,6 +3,7 @@
 // Items are kept in seq order: a message that arrives late (replayed after a reconnect)
 // goes where its seq says, and replies still waiting for the server ("Sending…", no seq
 // yet) stay at the bottom until they have one.
+import { placeBySeq } from "../shared/order.js";
 
 const STATUS_WORDS = { sent: "Sent", notified: "Sent", delivered: "Delivered", read: "Read" };
 const STATUS_RANK = { sent: 1, notified: 1, delivered: 2, read: 3 };
@@ -71,28 +72,8 @@ export class Thread {
     return theirs.length ? Number(theirs[theirs.length - 1].dataset.seq) : 0;
   }
 
-  // Puts `li` before the first item with a higher seq or still without one; returns
-  // whether that is the end of the stored messages.
   place(li, seq) {
-    const last = this.list.lastElementChild;
-    if (last && last !== li && last.dataset.seq && Number(last.dataset.seq) < seq) {
-      this.list.append(li); // the usual case: the newest so far, nothing pending
-      return true;
-    }
-    let before = null;
-    for (const other of this.list.children) {
-      if (other === li) continue;
-      if (!other.dataset.seq || Number(other.dataset.seq) > seq) {
-        before = other;
-        break;
-      }
-    }
-    if (before === null) {
-      if (li.parentNode !== this.list || li !== this.list.lastElementChild) this.list.append(li);
-      return true;
-    }
-    if (li.nextElementSibling !== before) this.list.insertBefore(li, before);
-    return !before.dataset.seq;
+    return placeBySeq(this.list, li, seq);
   }
 
   setStatus(li, status) {

@@ -10,6 +10,7 @@
 import { ServerFrame, isRetryable } from "../shared/protocol.js";
 import { Composer } from "./composer.js";
 import { h, icon, messageTime, fullTime } from "./dom.js";
+import { placeBySeq } from "../shared/order.js";
 
 const PAGE = 50;
 const TYPING_SEND_MS = 2000; // the server relays one typing notice per 2 s at most
@@ -423,26 +424,8 @@ export class ThreadView {
       h("p", { class: "status" }));
   }
 
-  // Before the first item with a higher seq, or still without one.
   place(li, seq) {
-    const last = this.list.lastElementChild;
-    if (!last || (last !== li && last.dataset.seq && Number(last.dataset.seq) < seq)) {
-      this.list.append(li);
-      return;
-    }
-    let before = null;
-    for (const other of this.list.children) {
-      if (other === li) continue;
-      if (!other.dataset.seq || Number(other.dataset.seq) > seq) {
-        before = other;
-        break;
-      }
-    }
-    if (before === null) {
-      if (li !== this.list.lastElementChild) this.list.append(li);
-    } else if (li.nextElementSibling !== before) {
-      this.list.insertBefore(li, before);
-    }
+    return placeBySeq(this.list, li, seq);
   }
 
   notice(frame) {
