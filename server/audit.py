@@ -13,7 +13,7 @@ runs inside the caller's transaction, so an action and its audit entry commit to
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,6 +61,19 @@ def entry_hash(prev_hash: str, entry: AuditEntry) -> str:
     return hashlib.sha256(prev_hash.encode() + _encoder.encode(entry)).hexdigest()
 
 
+class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """An entry to append: what happened; the stream's seq, the time and the chain link
+    are added by :func:`append_many`."""
+
+    stream: str
+    actor: Actor
+    action: str
+    object_type: str | None = None
+    object_id: str | None = None
+    outcome: str = "ok"
+    details: Mapping[str, str | int | bool | None] | None = None
+
+
 async def append(
     conn: AsyncConnection,
     clock: Clock,
@@ -74,16 +87,44 @@ async def append(
     details: Mapping[str, str | int | bool | None] | None = None,
 ) -> AuditEntry:
     """Append one entry to ``stream`` inside the caller's write transaction."""
-    seq, prev_hash = await audit_log.lock_head(conn, stream)
-    entry = AuditEntry(
-        stream=stream, seq=seq + 1, ts=rfc3339(clock.now()), actor_kind=actor.kind,
-        actor_id=actor.id, action=action, object_type=object_type, object_id=object_id,
-        outcome=outcome, ip=actor.ip, request_id=actor.request_id,
-        details=_encoder.encode(dict(details or {})).decode(),
-    )
-    digest = entry_hash(prev_hash, entry)
-    await audit_log.insert(conn, msgspec.structs.asdict(entry), prev_hash, digest)
-    return entry
+    return (await append_many(conn, clock, [NewEntry(
+        stream=stream, actor=actor, action=action, object_type=object_type,
+        object_id=object_id, outcome=outcome, details=details)]))[0]
+
+
+async def append_many(conn: AsyncConnection, clock: Clock, new: Sequence[NewEntry]
+                      ) -> list[AuditEntry]:
+    """Append entries, in order, inside the caller's write transaction.
+
+    Each stream's head is read (and locked until commit) once, however many of its
+    entries the batch holds, then the entries and the new heads are written with one
+    statement each. The head is always read in this transaction, never remembered from
+    an earlier one: other nodes append to the same streams.
+    """
+    if not new:
+        return []
+    heads = await audit_log.lock_heads(conn, {item.stream for item in new})
+    ts = rfc3339(clock.now())
+    entries, rows = [], []
+    for item in new:
+        seq, prev_hash = heads[item.stream]
+        actor = item.actor
+        entry = AuditEntry(
+            stream=item.stream, seq=seq + 1, ts=ts, actor_kind=actor.kind,
+            actor_id=actor.id, action=item.action, object_type=item.object_type,
+            object_id=item.object_id, outcome=item.outcome, ip=actor.ip,
+            request_id=actor.request_id,
+            details=_encoder.encode(dict(item.details or {})).decode(),
+        )
+        digest = entry_hash(prev_hash, entry)
+        row = msgspec.structs.asdict(entry)
+        row["prev_hash"], row["entry_hash"] = prev_hash, digest
+        rows.append(row)
+        entries.append(entry)
+        heads[item.stream] = (entry.seq, digest)
+    touched = {item.stream for item in new}
+    await audit_log.insert_many(conn, rows, {s: heads[s] for s in touched})
+    return entries
 
 
 async def record_integrity_failure(db: Database, clock: Clock, *, stream: str,

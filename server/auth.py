@@ -24,6 +24,7 @@ from server.clock import Clock
 from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
 from server.passwords import PasswordHashing
+from server.read_batch import ReadBatcher
 from server.settings import Settings
 from server.store import accounts as account_store
 from server.store import sessions as session_store
@@ -74,6 +75,7 @@ class StaffAuth:
         self._settings = settings
         self._hashing = hashing
         self._master = master
+        self._sessions = ReadBatcher(db, session_store.staff_sessions)
 
     async def login(self, email: str, password: str, actor: Actor
                     ) -> tuple[str, StaffPrincipal]:
@@ -161,19 +163,32 @@ class StaffAuth:
         Raises:
             AppError(unauthenticated): no such session, or it ended or expired.
         """
+        row = await self._live_session(token, activity)
+        return _principal(row)
+
+    async def authenticate_socket(self, token: str | None
+                                  ) -> tuple[StaffPrincipal, bool, str]:
+        """A socket's handshake (not user activity): the principal and its account's
+        ``(portal_active, clinic_name)`` for the ``ready`` frame, read in one query.
+
+        Raises:
+            AppError(unauthenticated): as :meth:`authenticate`.
+        """
+        row = await self._live_session(token, False)
+        return _principal(row), row["portal_active"], row["clinic_name"]
+
+    async def _live_session(self, token: str | None, activity: bool):
         if not token:
             raise AppError(ErrorCode.UNAUTHENTICATED, "sign in first")
         sid = session_id(token)
         now = self._clock.now()
-        async with self._db.read() as conn:
-            row = await session_store.staff_session(conn, sid)
+        row = await self._sessions.get(sid)  # shares a query with lookups arriving together
         if row is None or not row["active"] or session_over(row, now, self._settings):
             raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; sign in again")
         if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
             async with self._db.write() as conn:
                 await session_store.touch(conn, sid, now)
-        return StaffPrincipal(sid, row["staff_id"], row["account_id"], row["role"],
-                              row["name"], row["email"])
+        return row
 
     async def logout(self, principal: StaffPrincipal, actor: Actor) -> None:
         async with self._db.write() as conn:
@@ -188,6 +203,11 @@ def session_over(row, now: datetime, settings: Settings) -> bool:
     idle = timedelta(seconds=settings.session_idle_seconds)
     return (row["ended_at"] is not None or now >= row["expires_at"]
             or now - row["last_seen_at"] >= idle)
+
+
+def _principal(row) -> StaffPrincipal:
+    return StaffPrincipal(row["id"], row["staff_id"], row["account_id"], row["role"],
+                          row["name"], row["email"])
 
 
 def _stream(member) -> str:

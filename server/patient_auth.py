@@ -16,6 +16,7 @@ from server.audit import Actor
 from server.auth import TOUCH_EVERY, new_session_token, session_id, session_over
 from server.clock import Clock
 from server.errors import AppError, ErrorCode
+from server.read_batch import ReadBatcher
 from server.settings import Settings
 from server.store import sessions as session_store
 from server.store.db import Database
@@ -36,6 +37,7 @@ class PatientSessions:
         self._db = db
         self._clock = clock
         self._settings = settings
+        self._sessions = ReadBatcher(db, session_store.patient_sessions)
 
     async def open(self, account_id: str, patient_id: str, conversation_id: str,
                    actor: Actor) -> tuple[str, PatientPrincipal]:
@@ -59,8 +61,7 @@ class PatientSessions:
             raise AppError(ErrorCode.UNAUTHENTICATED, "verify first")
         sid = session_id(token)
         now = self._clock.now()
-        async with self._db.read() as conn:
-            row = await session_store.patient_session(conn, sid)
+        row = await self._sessions.get(sid)  # shares a query with lookups arriving together
         if row is None or session_over(row, now, self._settings):
             raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; verify again")
         if activity and now - row["last_seen_at"] >= TOUCH_EVERY:

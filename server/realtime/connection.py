@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from server.protocol import Message
 from server.realtime.limits import Throttle, TokenBucket
 from server.realtime.outbox import Outbox
 
@@ -45,16 +46,24 @@ class Connection:
     bucket: TokenBucket
     conversation_id: str | None = None  # a patient's one conversation
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
-    # Staff: inbound messages seen per conversation (their unread = count - seen).
-    read_seen: dict[str, int] = field(default_factory=dict)
+    # Staff: inbound messages seen per conversation (their unread = count - seen). Shared
+    # by all of the member's sockets on this node (realtime/staff_views.py); set at attach.
+    read_seen: dict[str, int] | None = None
     # Staff: the newest (last_seq, inbound_count, last_activity_at) sent in an inbox
-    # update per conversation, so a later update never describes an older state.
-    inbox: dict[str, tuple[int, int, str]] = field(default_factory=dict)
-    typing: Throttle = field(default_factory=lambda: Throttle(TYPING_INTERVAL))
+    # update per conversation, so a later update never describes an older state. Shared
+    # by the account's staff sockets on this node; set at attach.
+    inbox: dict[str, tuple[int, int, str]] | None = None
+    typing_throttle: Throttle | None = None  # made at the first typing frame
     last_activity: datetime | None = None  # last user action not yet written to the store
     close_code: int | None = None
     close_reason: str = ""
     id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def typing(self) -> Throttle:
+        if self.typing_throttle is None:
+            self.typing_throttle = Throttle(TYPING_INTERVAL)
+        return self.typing_throttle
 
     @property
     def is_patient(self) -> bool:
@@ -63,6 +72,14 @@ class Connection:
     def may_see(self, channel: str) -> bool:
         """The secure page shows Secure Chat only; SMS stays on the patient's phone."""
         return not self.is_patient or channel == "secure"
+
+    def delivered_id(self, message: Message) -> str | None:
+        """A secure message to the patient, sent to the patient's own socket: once
+        written, it is ``delivered`` (returns its id to mark)."""
+        if (self.is_patient and message.direction == "outbound"
+                and message.channel == "secure" and message.status in ("sent", "notified")):
+            return message.id
+        return None
 
     def deliver(self, conversation_id: str, seq: int, frame: str, channel: str,
                 delivered_id: str | None = None) -> bool:

@@ -51,6 +51,7 @@ from server.protocol import (
 from server.realtime import events
 from server.realtime.connection import Connection, Subscription
 from server.realtime.presence import PresenceTable
+from server.realtime.staff_views import StaffViews
 from server.services.streams import Streams
 from server.settings import Settings
 
@@ -100,6 +101,7 @@ class Hub:
         self._stream_lock = asyncio.Lock()
         self._queue: asyncio.Queue[events.AnyEvent | Fill] = asyncio.Queue(EVENT_QUEUE)
         self._presence = PresenceTable(PRESENCE_TTL)
+        self._staff = StaffViews(streams.read_positions)
         self._delivered: list[str] = []
         self._sync_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -121,6 +123,7 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.streams.flush()
         await self.broker.close()
 
     async def drain(self, timeout: float) -> None:
@@ -143,16 +146,16 @@ class Hub:
         first = not self._by_account[conn.account_id]
         self._by_account[conn.account_id].add(conn)
         self._by_session[conn.session_id].add(conn)
+        if not conn.is_patient:  # one copy per member and per account, not per socket
+            conn.read_seen, conn.inbox = self._staff.join(conn.account_id, conn.user_id)
         self._metrics.ws_connections.inc()
         if first:
             await self.broker.subscribe(account_channel(conn.account_id))
             self._ask_presence(conn.account_id)
-        if conn.is_patient:
-            assert conn.conversation_id is not None
-            if self._presence.joined(conn.account_id, conn.conversation_id):
-                self._publish_presence(conn.account_id, conn.conversation_id, True)
-        else:
-            conn.read_seen = await self.streams.read_positions(conn.user_id)
+        if not conn.is_patient:
+            await self._staff.loaded(conn.user_id)
+        elif self._presence.joined(conn.account_id, conn.conversation_id or ""):
+            self._publish_presence(conn.account_id, conn.conversation_id or "", True)
 
     async def detach(self, conn: Connection) -> None:
         if conn not in self._by_account.get(conn.account_id, ()):
@@ -164,6 +167,8 @@ class Hub:
         if not self._by_session[conn.session_id]:
             del self._by_session[conn.session_id]
         self._by_account[conn.account_id].discard(conn)
+        if conn.read_seen is not None:
+            self._staff.leave(conn.account_id, conn.user_id)
         if conn.is_patient and conn.conversation_id is not None \
                 and self._presence.left(conn.conversation_id):
             self._publish_presence(conn.account_id, conn.conversation_id, False)
@@ -193,11 +198,13 @@ class Hub:
                     return sub.last_seq
                 await conn.outbox.wait_for_room()
                 if conn.may_see(message.channel):
-                    conn.push(encode(message), _delivered_id(conn, message))
+                    conn.push(encode(message), conn.delivered_id(message))
                 sub.last_seq = message.seq
             if len(page) < REPLAY_PAGE:
                 break
-        if sub.last_seq == after_seq > 0:  # nothing replayed: is the client ahead of us?
+        # Nothing replayed and past what this node has seen: is the client ahead of the
+        # store? (The node's position never runs ahead of the store's.)
+        if sub.last_seq == after_seq > stream.last_seq:
             stored = (await self.streams.positions([conversation_id])).get(conversation_id, 0)
             if after_seq > stored:  # e.g. a restored database: tell it the real position
                 sub.last_seq = stored
@@ -387,7 +394,7 @@ class Hub:
         frame = encode(message)
         for conn in list(stream.subscribers):
             conn.deliver(message.conversation_id, message.seq, frame, message.channel,
-                         _delivered_id(conn, message))
+                         conn.delivered_id(message))
             self._drop_if_closed(conn)
 
     async def _inbox_update(self, event: events.MessageEvent, staff: list[Connection]) -> None:
@@ -579,11 +586,3 @@ class Hub:
 def _parse(moment: str) -> datetime:
     return datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
-
-def _delivered_id(conn: Connection, message: Message) -> str | None:
-    """A secure message to the patient, sent to the patient's own socket: once written,
-    it is ``delivered``."""
-    if (conn.is_patient and message.direction == "outbound" and message.channel == "secure"
-            and message.status in ("sent", "notified")):
-        return message.id
-    return None

@@ -33,12 +33,17 @@ class Sending:
 
     async def send(self, account_id: str, sender: Sender, conversation_id: str,
                    request: SendRequest, actor: Actor) -> SendResult:
+        """Store the message, then publish it: the publication happens right after its
+        transaction commits, inside the node's writer, so a conversation's messages are
+        published in seq order even when one batch holds several; the caller acks after
+        this returns."""
         result = await self._messaging.send(
             account_id, sender, conversation_id, request, actor,
-            patient_online=self._hub.patient_online(conversation_id))
+            patient_online=self._hub.patient_online(conversation_id),
+            on_stored=lambda stored: self._hub.publish(
+                message_event(self._hub.node_id, account_id, stored)))
         if not result.duplicate:
             self._metrics.messages_stored.labels(result.message.channel).inc()
-            if sender.kind == "staff":
-                self._sms_worker.wake()  # an SMS or a notification may be waiting
-            self._hub.publish(message_event(self._hub.node_id, account_id, result))
+            if result.sms_queued:
+                self._sms_worker.wake()  # an SMS or a notification is waiting
         return result

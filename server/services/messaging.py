@@ -1,17 +1,20 @@
 """Sending and reading messages: the one path every channel goes through.
 
 ``send`` stores a message with the next per-conversation ``seq`` in one transaction
-together with its audit entry, and only then returns: an acknowledgement always means
-the message is durable (persist, then publish). Resending a ``client_msg_id`` returns the
-original message and creates nothing.
+together with its audit entry (and its SMS or notification), and only then returns: an
+acknowledgement always means the message is durable (persist, then publish). Sends
+arriving together share that transaction (group commit through the node's one writer).
+Resending a ``client_msg_id`` returns the original message and creates nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import audit, crypto
 from server.audit import Actor
@@ -26,6 +29,7 @@ from server.store import messages as message_store
 from server.store import patients as patient_store
 from server.store import sms as sms_store
 from server.store.db import Database
+from server.store.group_commit import GroupCommit
 
 MAX_HISTORY_PAGE = 200
 
@@ -37,18 +41,47 @@ class SendResult(msgspec.Struct, frozen=True):
     # the broker is ciphertext, and the conversation's inbound count after this one.
     envelope: bytes = b""
     inbound_count: int = 0
+    # Whether this send queued an SMS (the message itself, or a notification): only
+    # then is the SMS worker woken.
+    sms_queued: bool = False
+
+
+class _Send(msgspec.Struct):
+    """One send waiting for the node's writer."""
+
+    account_id: str
+    sender: Sender
+    conversation_id: str
+    request: SendRequest
+    actor: Actor
+    patient_online: bool
+    direction: str
+    channel: str
+    on_stored: Callable[[SendResult], None] | None
+
+
+class _Resend(msgspec.Struct, frozen=True):
+    """The batch's answer for a ``client_msg_id`` already stored (maybe by this very
+    batch): the caller answers with the original after the commit, or raises
+    ``error`` when there is none."""
+
+    error: AppError
 
 
 class Messaging:
-    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox) -> None:
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox,
+                 *, window_seconds: float = 0.0) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
         self._sms = sms
+        # The node's one writer of sends (group commit, server/store/group_commit.py).
+        self.writer: GroupCommit[_Send, SendResult | _Resend] = GroupCommit(
+            db, self._store_batch, self._after_commit, window_seconds=window_seconds)
 
     async def send(self, account_id: str, sender: Sender, conversation_id: str,
-                   request: SendRequest, actor: Actor, *, patient_online: bool = False
-                   ) -> SendResult:
+                   request: SendRequest, actor: Actor, *, patient_online: bool = False,
+                   on_stored: Callable[[SendResult], None] | None = None) -> SendResult:
         """Store one message durably and return it.
 
         Staff messages go out: ``secure`` picks Secure Chat, else it is an SMS, queued in
@@ -56,80 +89,148 @@ class Messaging:
         the secure page (``patient_online``) also queues a notification SMS holding only
         the clinic's name and a link. A patient's messages are always secure and inbound.
 
+        Sends arriving together share one transaction (group commit); this returns only
+        after that transaction committed. ``on_stored`` is called with a new message
+        right after the commit, before any caller of that batch resumes, in seq order per
+        conversation: the place to publish it.
+
         Raises:
             AppError: ``not_found`` (no such conversation in this account),
                 ``portal_inactive`` (secure while the portal is off), ``opted_out`` (an
                 SMS to a patient who replied STOP), ``conflict`` (the ``client_msg_id``
-                was used by another sender).
+                was used by another sender), ``unavailable`` (the node's write queue is
+                full, or the store failed: nothing was stored, resend the same
+                ``client_msg_id``).
         """
-        body = request.body
-        if not body.strip():
+        if not request.body.strip():
             raise invalid("body: must not be blank")
         if sender.kind == "staff":
             direction, channel = "outbound", "secure" if request.secure else "sms"
         else:
             direction, channel = "inbound", "secure"
-        # The SMS bridge's seam: an SMS is stored ``queued`` in this same transaction and
-        # the bridge (issue 4) sends it from there; Secure Chat is delivered by the hub.
-        status = "queued" if channel == "sms" else "sent"
-        message_id = str(uuid.uuid4())
-        now = self._clock.now()
+        item = _Send(account_id, sender, conversation_id, request, actor, patient_online,
+                     direction, channel, on_stored)
         try:
-            async with self._db.write() as conn:
-                account = None
-                if channel == "secure" and sender.kind == "staff":
-                    account = await account_store.account(conn, account_id)
-                    if account is None or not account["portal_active"]:
-                        raise AppError(ErrorCode.PORTAL_INACTIVE,
-                                       "Secure Chat needs the patient portal, which is off")
-                position = await message_store.next_seq(conn, account_id, conversation_id,
-                                                        now, inbound=direction == "inbound")
-                if position is None:
-                    raise not_found("conversation")
-                seq, inbound_count, patient_id = position
-                if channel == "sms" and await sms_store.is_opted_out(conn, patient_id):
-                    raise AppError(ErrorCode.OPTED_OUT,
-                                   "the patient replied STOP: no SMS can be sent")
-                context = crypto.message_body_context(
-                    account_id, conversation_id, message_id, f"{sender.kind}:{sender.id}")
-                await message_store.insert_message(
-                    conn, id=message_id, account_id=account_id,
-                    conversation_id=conversation_id, seq=seq,
-                    client_msg_id=request.client_msg_id, direction=direction,
-                    channel=channel, sender_kind=sender.kind, sender_id=sender.id,
-                    body_enc=(envelope := await self._keyring.seal(
-                        conn, account_id, body, context)),
-                    status=status, created_at=now)
-                if channel == "sms":
-                    await self._sms.queue(conn, account_id=account_id,
-                                          conversation_id=conversation_id,
-                                          patient_id=patient_id, message_id=message_id,
-                                          kind="message", body=body)
-                elif account is not None and not patient_online:
-                    await self._sms.queue_notification(
-                        conn, account_id=account_id, clinic_name=account["clinic_name"],
-                        conversation_id=conversation_id, patient_id=patient_id,
-                        message_id=message_id, seq=seq,
-                        link_ttl_hours=account["secure_link_ttl_hours"])
-                await audit.append(conn, self._clock, stream=account_id, actor=actor,
-                                   action="message.sent", object_type="message",
-                                   object_id=message_id,
-                                   details={"conversation_id": conversation_id, "seq": seq,
-                                            "channel": channel})
-        except IntegrityError as exc:
+            outcome = await self.writer.submit(item)
+        except IntegrityError as exc:  # raced by a resend stored on another node
             return await self._original(account_id, sender, conversation_id, request, exc)
-        except AppError as exc:
-            if exc.code not in (ErrorCode.PORTAL_INACTIVE, ErrorCode.OPTED_OUT):
-                raise
-            # A resend of a message stored before the portal was turned off still gets
-            # its original answer.
-            return await self._original(account_id, sender, conversation_id, request, exc)
-        message = Message(conversation_id=conversation_id, id=message_id, seq=seq,
-                          client_msg_id=request.client_msg_id, direction=direction,
-                          channel=channel, sender=sender, body=body,
-                          created_at=rfc3339(now), status=status)
+        if isinstance(outcome, _Resend):
+            return await self._original(account_id, sender, conversation_id, request,
+                                        outcome.error)
+        return outcome
+
+    async def _store_batch(self, conn: AsyncConnection, items: list[_Send]
+                           ) -> list[SendResult | _Resend | BaseException]:
+        """Store a batch of sends in the caller's transaction; one outcome per item.
+
+        One read locks and returns every conversation of the batch with its account's
+        portal switch and the patient's opt-out (never cached: another node may have
+        just turned the portal off); one read finds resent client_msg_ids; seqs
+        are then numbered in memory and the rows written with one statement per table.
+        A refused send changes nothing, so it does not disturb the others.
+        """
+        now = self._clock.now()
+        convos = await message_store.lock_conversations(
+            conn, (item.conversation_id for item in items))
+        stored = await message_store.existing_client_msg_ids(
+            conn, ((item.conversation_id, item.request.client_msg_id) for item in items
+                   if item.conversation_id in convos))
+        outcomes: list[SendResult | _Resend | BaseException] = []
+        message_rows: list[dict] = []
+        outbox_rows: list[dict] = []
+        link_rows: list[dict] = []
+        audit_entries: list[audit.NewEntry] = []
+        touched: dict[str, dict] = {}
+        for item in items:
+            try:
+                outcome = await self._stage(conn, item, now, convos, stored, message_rows,
+                                            outbox_rows, link_rows, audit_entries, touched)
+            except AppError as exc:
+                outcome = exc
+            outcomes.append(outcome)
+        await message_store.insert_messages(conn, message_rows)
+        await sms_store.insert_links(conn, link_rows)
+        await sms_store.insert_outbox_rows(conn, outbox_rows)
+        await message_store.advance_conversations(conn, now, touched.values())
+        await audit.append_many(conn, self._clock, audit_entries)
+        return outcomes
+
+    async def _stage(self, conn: AsyncConnection, item: _Send, now, convos: dict,
+                     stored: set, message_rows: list, outbox_rows: list, link_rows: list,
+                     audit_entries: list, touched: dict) -> SendResult | _Resend:
+        """Check one send against the batch's view and add its rows; raises AppError
+        (having changed nothing) when it is refused."""
+        convo = convos.get(item.conversation_id)
+        if convo is None or convo["account_id"] != item.account_id:
+            raise not_found("conversation")
+        key = (item.conversation_id, item.request.client_msg_id)
+        if key in stored:
+            return _Resend(AppError(ErrorCode.CONFLICT,
+                                    "client_msg_id: already used for another message"))
+        staff_secure = item.channel == "secure" and item.sender.kind == "staff"
+        if staff_secure and not convo["portal_active"]:
+            raise AppError(ErrorCode.PORTAL_INACTIVE,
+                           "Secure Chat needs the patient portal, which is off")
+        if item.channel == "sms" and convo["opted_out"]:
+            raise AppError(ErrorCode.OPTED_OUT,
+                           "the patient replied STOP: no SMS can be sent")
+        sender, account_id, body = item.sender, item.account_id, item.request.body
+        message_id = str(uuid.uuid4())
+        seq = convo["last_seq"] + 1
+        # Seal (the only step here that can fail) before changing the batch's view.
+        envelope = await self._keyring.seal(conn, account_id, body, crypto.message_body_context(
+            account_id, item.conversation_id, message_id, f"{sender.kind}:{sender.id}"))
+        extra: list[dict] = []
+        notify_link = None
+        if item.channel == "sms":
+            extra.append(await self._sms.outbox_row(
+                conn, account_id=account_id, conversation_id=item.conversation_id,
+                patient_id=convo["patient_id"], message_id=message_id, kind="message",
+                body=body))
+        elif staff_secure and not item.patient_online and self._sms.should_notify(
+                opted_out=convo["opted_out"], notified_at=convo["notified_at"],
+                notified_seq=convo["notified_seq"],
+                read_seq=convo["patient_read_seq"] or 0, now=now):
+            url, notify_link = self._sms.link_row(account_id, item.conversation_id,
+                                                  convo["secure_link_ttl_hours"], now)
+            extra.append(await self._sms.outbox_row(
+                conn, account_id=account_id, conversation_id=item.conversation_id,
+                patient_id=convo["patient_id"], message_id=message_id, kind="notification",
+                body=self._sms.notification_text(convo["clinic_name"], url)))
+        # From here on nothing fails: commit this send to the batch.
+        convo["last_seq"] = seq
+        if item.direction == "inbound":
+            convo["inbound_count"] += 1
+        if notify_link is not None:
+            link_rows.append(notify_link)
+            convo["notified_at"], convo["notified_seq"] = now, seq
+        outbox_rows.extend(extra)
+        touched[item.conversation_id] = convo
+        stored.add(key)
+        status = "queued" if item.channel == "sms" else "sent"
+        message_rows.append(dict(
+            id=message_id, account_id=account_id, conversation_id=item.conversation_id,
+            seq=seq, client_msg_id=item.request.client_msg_id, direction=item.direction,
+            channel=item.channel, sender_kind=sender.kind, sender_id=sender.id,
+            body_enc=envelope, status=status, created_at=now))
+        audit_entries.append(audit.NewEntry(
+            stream=account_id, actor=item.actor, action="message.sent",
+            object_type="message", object_id=message_id,
+            details={"conversation_id": item.conversation_id, "seq": seq,
+                     "channel": item.channel}))
+        message = Message(conversation_id=item.conversation_id, id=message_id, seq=seq,
+                          client_msg_id=item.request.client_msg_id,
+                          direction=item.direction, channel=item.channel, sender=sender,
+                          body=body, created_at=rfc3339(now), status=status)
         return SendResult(message, duplicate=False, envelope=envelope,
-                          inbound_count=inbound_count)
+                          inbound_count=convo["inbound_count"], sms_queued=bool(extra))
+
+    @staticmethod
+    def _after_commit(items: list[_Send],
+                      outcomes: Sequence[SendResult | _Resend | BaseException]) -> None:
+        for item, outcome in zip(items, outcomes, strict=True):
+            if item.on_stored is not None and isinstance(outcome, SendResult):
+                item.on_stored(outcome)
 
     async def receive_sms(self, account_id: str, conversation_id: str, sender: Sender,
                           provider_sid: str, body: str) -> SendResult:

@@ -17,6 +17,7 @@ from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode
 from server.protocol import Message, PatientSummary, Sender
 from server.realtime.events import MessageEvent
+from server.services.audit_batch import AuditBatcher
 from server.services.keys import KeyRing
 from server.services.patients import Patients
 from server.store import patients as patient_store
@@ -46,6 +47,7 @@ class Streams:
         self._keyring = keyring
         self._clock = clock
         self._patients = patients
+        self._subscribe_audit = AuditBatcher(db, clock)
         self._summaries: OrderedDict[str, tuple[str, PatientSummary]] = OrderedDict()
 
     async def summary(self, account_id: str, conversation_id: str) -> PatientSummary | None:
@@ -79,11 +81,16 @@ class Streams:
 
     async def audit_subscribe(self, account_id: str, conversation_id: str, after_seq: int,
                               actor: Actor) -> None:
-        """A subscription reads PHI (its replay): audited once, before any is sent."""
-        async with self._db.write() as conn:
-            await audit.append(conn, self._clock, stream=account_id, actor=actor,
-                               action="conversation.subscribed", object_type="conversation",
-                               object_id=conversation_id, details={"after_seq": after_seq})
+        """A subscription reads PHI (its replay): audited once, before any is sent.
+        Subscribes arriving together share one write transaction (a reconnect storm)."""
+        await self._subscribe_audit.append(
+            stream=account_id, actor=actor, action="conversation.subscribed",
+            object_type="conversation", object_id=conversation_id,
+            details={"after_seq": after_seq})
+
+    async def flush(self) -> None:
+        """Write the audit entries still waiting (the node is stopping)."""
+        await self._subscribe_audit.flush()
 
     async def from_event(self, event: MessageEvent) -> Message | None:
         """The message of a publication, decrypted; None if the conversation is unknown."""

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -44,14 +45,31 @@ class SmsOutbox:
 
     async def queue(self, conn: AsyncConnection, *, account_id: str, conversation_id: str,
                     patient_id: str, message_id: str | None, kind: str, body: str) -> None:
+        await sms_store.insert_outbox(conn, **await self.outbox_row(
+            conn, account_id=account_id, conversation_id=conversation_id,
+            patient_id=patient_id, message_id=message_id, kind=kind, body=body))
+
+    async def outbox_row(self, conn: AsyncConnection, *, account_id: str,
+                         conversation_id: str, patient_id: str, message_id: str | None,
+                         kind: str, body: str) -> dict[str, Any]:
+        """The outbox row :meth:`queue` inserts (for a caller inserting many at once)."""
         ref = str(uuid.uuid4())
         now = self._clock.now()
-        await sms_store.insert_outbox(
-            conn, ref=ref, account_id=account_id, conversation_id=conversation_id,
+        return dict(
+            ref=ref, account_id=account_id, conversation_id=conversation_id,
             patient_id=patient_id, message_id=message_id, kind=kind,
             body_enc=await self._keyring.seal(conn, account_id, body,
                                               outbox_context(account_id, ref)),
             status="pending", attempts=0, next_attempt_at=now, created_at=now)
+
+    def should_notify(self, *, opted_out: bool, notified_at: datetime | None,
+                      notified_seq: int, read_seq: int, now: datetime) -> bool:
+        """The notification rule: never after STOP; else at most one per window while
+        the patient has not read up to the last notified message."""
+        if opted_out:
+            return False  # no SMS of any kind after STOP
+        return not (notified_at is not None and now - notified_at < self._window
+                    and read_seq < notified_seq)
 
     async def queue_notification(self, conn: AsyncConnection, *, account_id: str,
                                  clinic_name: str, conversation_id: str, patient_id: str,
@@ -62,23 +80,36 @@ class SmsOutbox:
             return False  # no SMS of any kind after STOP
         now = self._clock.now()
         state = await sms_store.notification_state(conn, conversation_id)
-        if state is not None and state["notified_at"] is not None \
-                and now - state["notified_at"] < self._window:
+        notified_at = state["notified_at"] if state is not None else None
+        if notified_at is not None and now - notified_at < self._window:
             read = await sms_store.read_seq(conn, conversation_id, patient_id)
-            if read < state["notified_seq"]:
+            if not self.should_notify(opted_out=False, notified_at=notified_at,
+                                      notified_seq=state["notified_seq"], read_seq=read,
+                                      now=now):
                 return False
         url = await self.new_link(conn, account_id, conversation_id, link_ttl_hours, now)
         await self.queue(conn, account_id=account_id, conversation_id=conversation_id,
                          patient_id=patient_id, message_id=message_id, kind="notification",
-                         body=NOTIFICATION.format(clinic=clinic_name, url=url))
+                         body=self.notification_text(clinic_name, url))
         await sms_store.set_notified(conn, conversation_id, now, seq)
         return True
+
+    @staticmethod
+    def notification_text(clinic_name: str, url: str) -> str:
+        return NOTIFICATION.format(clinic=clinic_name, url=url)
 
     async def new_link(self, conn: AsyncConnection, account_id: str, conversation_id: str,
                        ttl_hours: int, now: datetime) -> str:
         """A secure link for the conversation; only its hash is stored."""
+        url, row = self.link_row(account_id, conversation_id, ttl_hours, now)
+        await sms_store.insert_link(conn, **row)
+        return url
+
+    def link_row(self, account_id: str, conversation_id: str, ttl_hours: int,
+                 now: datetime) -> tuple[str, dict[str, Any]]:
+        """A new secure link's URL (holding the token) and the row to store (holding
+        only its hash)."""
         token, token_hash = link_token()
-        await sms_store.insert_link(conn, token_hash=token_hash, account_id=account_id,
-                                    conversation_id=conversation_id, created_at=now,
-                                    expires_at=now + timedelta(hours=ttl_hours))
-        return f"{self._public_url}/s/{token}"
+        return f"{self._public_url}/s/{token}", dict(
+            token_hash=token_hash, account_id=account_id, conversation_id=conversation_id,
+            created_at=now, expires_at=now + timedelta(hours=ttl_hours))

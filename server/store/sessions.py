@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,24 +18,33 @@ async def insert_session(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(sessions.insert().values(**values))
 
 
-async def staff_session(conn: AsyncConnection, session_id: str) -> RowMapping | None:
-    """The session joined with its staff member and account, or None."""
-    query = (
+def _staff_session_query():
+    return (
         select(sessions.c.id, sessions.c.created_at, sessions.c.last_seen_at,
                sessions.c.expires_at, sessions.c.ended_at,
                staff.c.id.label("staff_id"), staff.c.account_id, staff.c.role,
                staff.c.name, staff.c.email, staff.c.active,
-               accounts.c.portal_active)
+               accounts.c.portal_active, accounts.c.clinic_name)
         .join(staff, staff.c.id == sessions.c.staff_id)
         .join(accounts, accounts.c.id == staff.c.account_id)
-        .where(sessions.c.id == session_id, sessions.c.kind == "staff")
+        .where(sessions.c.kind == "staff")
     )
-    return (await conn.execute(query)).mappings().first()
 
 
-async def patient_session(conn: AsyncConnection, session_id: str) -> RowMapping | None:
-    return (await conn.execute(select(sessions).where(
-        sessions.c.id == session_id, sessions.c.kind == "patient"))).mappings().first()
+async def staff_sessions(conn: AsyncConnection, session_ids: Sequence[str]
+                         ) -> dict[str, RowMapping]:
+    """Sessions joined with their staff member and account, by id (missing ids are
+    absent): all a socket's handshake needs (its ``ready`` names the account's state)."""
+    query = _staff_session_query().where(sessions.c.id.in_(session_ids))
+    return {row["id"]: row for row in (await conn.execute(query)).mappings()}
+
+
+async def patient_sessions(conn: AsyncConnection, session_ids: Sequence[str]
+                           ) -> dict[str, RowMapping]:
+    """Patient sessions by id (missing ids are absent)."""
+    rows = await conn.execute(select(sessions).where(
+        sessions.c.id.in_(session_ids), sessions.c.kind == "patient"))
+    return {row["id"]: row for row in rows.mappings()}
 
 
 async def session_states(conn: AsyncConnection, session_ids: list[str]) -> list[RowMapping]:

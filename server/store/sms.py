@@ -21,6 +21,8 @@ from server.store.tables import (
     sms_outbox,
 )
 
+_INSERT_OUTBOX = sms_outbox.insert()
+_INSERT_LINK = secure_links.insert()
 # Outbox rows that still hold their conversation's turn.
 _UNFINISHED = ("pending", "sending")
 # A message status only moves forward along these ranks (callbacks come out of order).
@@ -31,6 +33,17 @@ STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent":
 
 async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
     await conn.execute(sms_outbox.insert().values(**values))
+
+
+async def insert_outbox_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Many outbox rows in one statement; their ids (the send order) follow the list."""
+    if rows:
+        await conn.execute(_INSERT_OUTBOX, list(rows))
+
+
+async def insert_links(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(_INSERT_LINK, list(rows))
 
 
 async def claim(conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int

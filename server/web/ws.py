@@ -1,5 +1,6 @@
-"""``GET /ws``: the WebSocket endpoint. Authenticates before accepting, then runs one
-reader and one writer per socket.
+"""``GET /ws``: the WebSocket endpoint. Authenticates before accepting, then reads the
+socket's frames in one task while the endpoint coroutine itself writes its outbox: two
+tasks per socket (uvicorn's, which runs this endpoint, and the reader), not three.
 
 Handshake policy: a missing or foreign ``Origin`` is refused before the upgrade (HTTP
 403: a hijacking page learns nothing); a missing or expired session is accepted and
@@ -10,11 +11,12 @@ Nothing is sent before that close.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
+from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.auth import StaffPrincipal
@@ -44,37 +46,41 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if origin is None or origin.lower() not in settings.origins:
         await websocket.close(code=4403)  # before accept: the client gets HTTP 403
         return
-    principal = await _authenticate(websocket)
-    if principal is None:
+    who = await _authenticate(websocket)
+    if who is None:
         await websocket.accept()
         await websocket.close(code=4401, reason="sign in first")
         return
     await websocket.accept()
-    conn = await _connection(services, principal, settings)
-    await hub.attach(conn)
+    _release_handshake(websocket)
+    conn = await _connection(services, who, settings)
     ip = websocket.client.host if websocket.client else None
-    writer = asyncio.create_task(_write(websocket, conn, hub))
-    reader = asyncio.create_task(_read(websocket, conn, frames, ip))
     try:
-        await conn.outbox.done.wait()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(writer), CLOSE_TIMEOUT)
+        await hub.attach(conn)  # inside: a failed attach is undone too
+        reader = asyncio.create_task(_read(websocket, conn, frames, ip))
+        try:
+            await _write(websocket, conn, hub)
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
     finally:
-        for task in (reader, writer):
-            task.cancel()
-        await asyncio.gather(reader, writer, return_exceptions=True)
         await hub.detach(conn)
         if conn.close_code is not None:
             services.metrics.ws_closes.labels(str(conn.close_code)).inc()
 
 
-async def _authenticate(websocket: WebSocket) -> StaffPrincipal | PatientPrincipal | None:
+async def _authenticate(websocket: WebSocket
+                        ) -> tuple[StaffPrincipal, AccountInfo] | PatientPrincipal | None:
+    """The socket's principal (for staff, with the account's state for ``ready``, read in
+    the same query), or None. Not user activity: it does not extend the session."""
     services = websocket.app.state.services
     staff_token = websocket.cookies.get(cookies.staff_cookie_name(services.settings))
     patient_token = websocket.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
         if staff_token:
-            return await services.auth.authenticate(staff_token, activity=False)
+            principal, portal_active, clinic_name = \
+                await services.auth.authenticate_socket(staff_token)
+            return principal, AccountInfo(portal_active, clinic_name)
         if patient_token:
             return await services.patient_sessions.authenticate(patient_token,
                                                                 activity=False)
@@ -83,18 +89,18 @@ async def _authenticate(websocket: WebSocket) -> StaffPrincipal | PatientPrincip
     return None
 
 
-async def _connection(services, principal, settings) -> Connection:
+async def _connection(services, who, settings) -> Connection:
     outbox = Outbox(settings.ws_outbox_frames, settings.ws_outbox_bytes)
     bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst, time.monotonic())
-    if isinstance(principal, StaffPrincipal):
+    if isinstance(who, tuple):
+        principal, account = who
         conn = Connection("staff", principal.account_id, principal.staff_id, principal.name,
                           principal.session_id, outbox, bucket)
         # The account as it is now: a console that was offline catches up on a change.
-        account = await services.accounts.settings(principal.account_id)
         conn.push(encode(Ready(role="staff", user=User(principal.staff_id, principal.name),
-                               account=AccountInfo(account.portal_active,
-                                                   account.clinic_name))))
+                               account=account)))
         return conn
+    principal = who
     summary = await services.streams.summary(principal.account_id, principal.conversation_id)
     name = summary.display_name if summary is not None else ""
     conn = Connection("patient", principal.account_id, principal.patient_id, name,
@@ -126,22 +132,81 @@ async def _read(websocket: WebSocket, conn: Connection, frames, ip: str | None) 
 
 
 async def _write(websocket: WebSocket, conn: Connection, hub) -> None:
+    """Drain the outbox until it closes; then flush what is still queued (nothing, after
+    an overflow) and close the socket, taking at most ``CLOSE_TIMEOUT`` for that."""
     try:
-        while True:
-            items = await conn.outbox.take()
-            if not items:
-                break
-            delivered = []
-            for frame, delivered_id in items:
-                await websocket.send_text(frame)
-                if delivered_id is not None:
-                    delivered.append(delivered_id)
-            if delivered:
-                hub.delivered(delivered)
-        if conn.close_code is not None:
-            await websocket.close(code=conn.close_code, reason=conn.close_reason)
-    except (WebSocketDisconnect, OSError, RuntimeError):
+        while not conn.outbox.done and await _write_some(websocket, conn, hub):
+            pass
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            while await _write_some(websocket, conn, hub):
+                pass
+            if conn.close_code is not None:
+                await websocket.close(code=conn.close_code, reason=conn.close_reason)
+    except (WebSocketDisconnect, OSError, RuntimeError, TimeoutError):
         pass
 
 
-routes = [WebSocketRoute("/ws", websocket_endpoint)]
+async def _write_some(websocket: WebSocket, conn: Connection, hub) -> bool:
+    """Write what is queued (waiting for some); False once there is nothing more."""
+    items = await conn.outbox.take()
+    if not items:
+        return False
+    delivered = []
+    for frame, delivered_id in items:
+        await websocket.send_text(frame)
+        if delivered_id is not None:
+            delivered.append(delivered_id)
+    if delivered:
+        hub.delivered(delivered)
+    return True
+
+
+class _Route:
+    """The route's ASGI app. Given a plain function, Starlette would wrap it in a session
+    closure and one more exception-handling layer, both kept on the stack for the
+    socket's life (~1.5 KiB each socket); the router's own exception layer still
+    handles what escapes."""
+
+    __name__ = "websocket_endpoint"  # the route name in logs and metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await websocket_endpoint(WebSocket(scope, receive=receive, send=send))
+
+
+routes = [WebSocketRoute("/ws", _Route())]
+
+
+class Direct:
+    """Wraps the whole app so that ``/ws`` sockets skip Starlette's middleware and router
+    (~3.5 KiB of frames and closures held for each socket's life, docs/performance.md):
+    none of it acts on a WebSocket scope (the edge middleware, the error pages and the
+    HTTP CSRF check are HTTP only; the Origin check and authentication are the
+    endpoint's own, above). Everything else, the lifespan included, goes to ``app``.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str):
+        """The wrapped app's attributes (``state``, ``routes``) read through."""
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            scope["app"] = self.app
+            await websocket_endpoint(WebSocket(scope, receive=receive, send=send))
+        else:
+            await self.app(scope, receive, send)
+
+
+def _release_handshake(websocket: WebSocket) -> None:
+    """uvicorn's websockets-sansio protocol keeps the upgrade request and response (their
+    headers: ~3.5 KiB) for the socket's life, and never reads them once the handshake
+    is complete. Drop them. Only reachable when ``send`` is the protocol's own (the
+    socket came through :class:`Direct`); tests/realtime/test_ws_memory.py checks that
+    the installed uvicorn still matches."""
+    protocol = getattr(websocket._send, "__self__", None)
+    if (type(protocol).__name__ == "WebSocketsSansIOProtocol"
+            and getattr(protocol, "handshake_complete", False)
+            and hasattr(protocol, "request") and hasattr(protocol, "response")):
+        protocol.request = protocol.response = None
