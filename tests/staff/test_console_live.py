@@ -54,6 +54,8 @@ async def test_two_consoles_and_the_patient_live(node: Node, clinic: Clinic, bro
         for page in (first, second):
             await expect(page.locator("#thread li .body")).to_have_text(expected)
             await expect(page.locator("#thread li[data-channel=secure]")).to_have_count(2)
+            # The sender's own item shows its text at once and gets its seq with the ack.
+            await expect(page.locator("#thread li[data-seq]")).to_have_count(2)
             assert await thread_seqs(page) == [1, 2]
         await expect(phone.locator("#thread li.theirs .body")).to_have_text(expected)
         # Each console names who wrote what.
