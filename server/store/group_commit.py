@@ -146,14 +146,10 @@ class GroupCommit(Generic[Item, Result]):
                 for one in batch:  # find the one it was about; the others commit
                     await self._commit([one])
                 return
-            except DBAPIError as exc:
-                if exc.connection_invalidated and attempt == 1:
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                if getattr(exc, "connection_invalidated", False) and attempt == 1:
                     continue  # a dead pooled connection; the pool replaced it
-                log.warning("group commit failed", extra={"reason": type(exc).__name__,
-                                                          "items": len(batch)})
-                _fail(batch, unavailable, exc)
-                return
-            except (OSError, TimeoutError) as exc:
+                # The exception's type and the batch size only: its text may quote values.
                 log.warning("group commit failed", extra={"reason": type(exc).__name__,
                                                           "items": len(batch)})
                 _fail(batch, unavailable, exc)

@@ -11,7 +11,7 @@ from server.realtime.outbox import Outbox
 async def test_take_waits_for_a_push_and_returns_everything_queued() -> None:
     box = Outbox(10, 1000)
     taker = asyncio.create_task(box.take())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its wait (under test)
     assert not taker.done()
     assert box.push("a") and box.push("b", "m1")
     assert await taker == [("a", None), ("b", "m1")]
@@ -49,7 +49,7 @@ async def test_a_replay_waits_for_room_until_the_writer_takes() -> None:
     box.push("1")
     box.push("2")  # half full
     waiter = asyncio.create_task(box.wait_for_room())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its wait (under test)
     assert not waiter.done()
     assert await box.take() == [("1", None), ("2", None)]
     await asyncio.wait_for(waiter, 1)
@@ -59,7 +59,7 @@ async def test_closing_releases_a_waiting_replay() -> None:
     box = Outbox(2, 1000)
     box.push("1")
     waiter = asyncio.create_task(box.wait_for_room())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its wait (under test)
     assert not waiter.done()
     box.close()
     await asyncio.wait_for(waiter, 1)
@@ -68,7 +68,7 @@ async def test_closing_releases_a_waiting_replay() -> None:
 async def test_a_cancelled_writer_leaves_nothing_behind() -> None:
     box = Outbox(10, 1000)
     taker = asyncio.create_task(box.take())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn: the task runs up to its wait (under test)
     taker.cancel()
     await asyncio.gather(taker, return_exceptions=True)
     assert box._ready is None

@@ -14,10 +14,12 @@ class _Positions:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.gate = asyncio.Event()
+        self.called = asyncio.Event()  # a read has started and waits at the gate
         self.fail = False
 
     async def __call__(self, user_id: str) -> dict[str, int]:
         self.calls.append(user_id)
+        self.called.set()
         await self.gate.wait()
         if self.fail:
             raise OSError("store down")
@@ -32,7 +34,7 @@ async def test_a_members_sockets_share_one_read_and_one_copy() -> None:
     other = views.join("acct", "u2")
     assert first[0] is second[0] and first[1] is second[1] is other[1]
     waiting = [asyncio.create_task(views.loaded(user)) for user in ("u1", "u1", "u2")]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(load.called.wait(), 1)
     load.gate.set()
     await asyncio.gather(*waiting)
     assert sorted(load.calls) == ["u1", "u2"]
@@ -44,7 +46,7 @@ async def test_a_read_seen_before_the_load_is_not_lost() -> None:
     views = StaffViews(load)
     reads, _ = views.join("acct", "u1")
     loading = asyncio.create_task(views.loaded("u1"))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(load.called.wait(), 1)
     reads["c1"] = 5  # a read event while the query runs
     load.gate.set()
     await loading
@@ -71,7 +73,7 @@ async def test_a_failed_read_fails_its_waiters_and_the_next_socket_retries() -> 
     views.join("acct", "u1")
     views.join("acct", "u1")
     waiting = [asyncio.create_task(views.loaded("u1")) for _ in range(2)]
-    await asyncio.sleep(0)
+    await asyncio.wait_for(load.called.wait(), 1)
     load.gate.set()
     results = await asyncio.gather(*waiting, return_exceptions=True)
     assert all(isinstance(result, OSError) for result in results)
