@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,6 +45,17 @@ async def send(ws: WSClient, conversation: str, cid: str, body: str = "hello",
     return await ws.wait_type("ack", ref=cid)
 
 
+@contextlib.asynccontextmanager
+async def staff_and_patient(server: RunningServer, clinic: Clinic
+                            ) -> AsyncIterator[tuple[WSClient, WSClient]]:
+    """A staff and a patient socket, both subscribed to the clinic's conversation."""
+    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
+            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
+        for ws in (staff, patient):
+            await subscribed(ws, clinic.conversation_id)
+        yield staff, patient
+
+
 async def unread(server: RunningServer, email: str, conversation: str) -> int:
     async with server.login(email) as http:
         listed = (await http.get("/api/conversations")).json()["conversations"]
@@ -55,10 +68,7 @@ async def test_typing_relayed_throttled_and_never_stored(server: RunningServer,
                                                          clinic: Clinic) -> None:
     """Typing is relayed to the other side, once per 2 s, never stored."""
     conversation = clinic.conversation_id
-    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
-            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
-        for ws in (staff, patient):
-            await subscribed(ws, conversation)
+    async with staff_and_patient(server, clinic) as (staff, patient):
         for _ in range(5):
             await patient.send(type="typing", conversation_id=conversation)
         for _ in range(5):
@@ -83,10 +93,7 @@ async def test_patient_read_marks_staff_messages_read(server: RunningServer,
                                                       clinic: Clinic) -> None:
     """A patient read marks staff secure messages `read` and is relayed."""
     conversation = clinic.conversation_id
-    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
-            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
-        for ws in (staff, patient):
-            await subscribed(ws, conversation)
+    async with staff_and_patient(server, clinic) as (staff, patient):
         first = await send(staff, conversation, "s1")
         sms = await send(staff, conversation, "s2", secure=False)
         second = await send(staff, conversation, "s3")
@@ -154,10 +161,7 @@ async def test_read_beyond_the_end_does_not_freeze_the_pointer(
         server: RunningServer, clinic: Clinic) -> None:
     """A read past the end reads to the end only; the pointer keeps moving."""
     conversation = clinic.conversation_id
-    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
-            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
-        for ws in (staff, patient):
-            await subscribed(ws, conversation)
+    async with staff_and_patient(server, clinic) as (staff, patient):
         await send(patient, conversation, "p1")
         await staff.wait_type("message", seq=1)
         await staff.send(type="read", conversation_id=conversation, seq=1_000_000)
@@ -231,10 +235,7 @@ async def test_sms_status_never_reaches_the_patient(server: RunningServer,
                                                     clinic: Clinic) -> None:
     """An SMS's status changes reach staff but never the patient socket."""
     conversation = clinic.conversation_id
-    async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
-            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
-        for ws in (staff, patient):
-            await subscribed(ws, conversation)
+    async with staff_and_patient(server, clinic) as (staff, patient):
         sms = await send(staff, conversation, "sms", secure=False)
         await staff.wait_type("status", message_id=sms["message_id"], status="delivered")
         # Barrier: the patient gets this after anything dispatched with the SMS status.
