@@ -123,6 +123,23 @@ async def test_secure_with_the_portal_off_stores_nothing(services: Services) -> 
     assert sms.message.seq == 1
 
 
+async def test_secure_to_a_patient_from_an_unknown_number_is_refused(
+        services: Services, clinic: Clinic) -> None:
+    """A patient made for an SMS from an unknown number has no date of birth to verify
+    with: a secure message to them is refused (`invalid_request`) and stores nothing; an
+    SMS to them still goes."""
+    _, conversation_id, _ = await services.patients.for_phone(
+        clinic.account_id, "+14155550177", "Unknown sender")
+    unknown = Clinic(**{**vars(clinic), "conversation_id": conversation_id})
+    with pytest.raises(AppError) as caught:
+        await send(services, unknown, "u-1", secure=True)
+    assert caught.value.code == ErrorCode.INVALID_REQUEST
+    assert "unknown number" in caught.value.message
+    assert await stored_rows(services, conversation_id) == []
+    assert await last_seq(services, conversation_id) == 0
+    assert (await send(services, unknown, "u-2", secure=False)).message.seq == 1
+
+
 async def test_sms_is_queued_and_secure_is_sent(services: Services, clinic: Clinic) -> None:
     """An SMS is stored on channel `sms` with status `queued`; Secure Chat as `sent`."""
     sms = await send(services, clinic, "c-1", secure=False)

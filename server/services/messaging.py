@@ -96,7 +96,8 @@ class Messaging:
 
         Raises:
             AppError: ``not_found`` (no such conversation in this account),
-                ``portal_inactive`` (secure while the portal is off), ``opted_out`` (an
+                ``portal_inactive`` (secure while the portal is off), ``invalid_request``
+                (secure to a patient from an unknown number), ``opted_out`` (an
                 SMS to a patient who replied STOP), ``conflict`` (the ``client_msg_id``
                 was used by another sender), ``unavailable`` (the node's write queue is
                 full, or the store failed: nothing was stored, resend the same
@@ -171,6 +172,11 @@ class Messaging:
         if staff_secure and not convo["portal_active"]:
             raise AppError(ErrorCode.PORTAL_INACTIVE,
                            "Secure Chat needs the patient portal, which is off")
+        if staff_secure and convo["unknown"]:
+            # A patient made for an SMS from an unknown number has no date of birth on file:
+            # they could never verify, so the message would wait behind a link forever.
+            raise invalid("secure: this patient came from an unknown number and cannot "
+                          "verify; add their details or send an SMS")
         if item.channel == "sms" and convo["opted_out"]:
             raise AppError(ErrorCode.OPTED_OUT,
                            "the patient replied STOP: no SMS can be sent")

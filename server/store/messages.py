@@ -33,7 +33,8 @@ _LOCK_CONVERSATIONS = (
     select(conversations.c.id, conversations.c.account_id, conversations.c.patient_id,
            conversations.c.last_seq, conversations.c.inbound_count,
            conversations.c.notified_at, conversations.c.notified_seq,
-           patients.c.opted_out, accounts.c.portal_active, accounts.c.clinic_name,
+           patients.c.opted_out, patients.c.unknown, accounts.c.portal_active,
+           accounts.c.clinic_name,
            accounts.c.secure_link_ttl_hours,
            read_pointers.c.seq.label("patient_read_seq"))
     .select_from(
