@@ -12,6 +12,10 @@
 #             securechat securechat migrate
 #   * The default database is SQLite under /app/data (owned by the non-root
 #     user); mount a volume there, or set SECURECHAT_DATABASE_URL to PostgreSQL.
+#   * SIGTERM drains the node and exits 0; give it 40 s (`docker stop -t 40`,
+#     docker-compose.yml's stop_grace_period) rather than Docker's default 10 s.
+#   * Behind a proxy, set FORWARDED_ALLOW_IPS to the proxy's address so the node sees
+#     client addresses (docs/operations.md, "Behind a proxy").
 #
 # The Alembic migrations (server/store/migrations/**) ship inside the package:
 # pyproject.toml's [tool.setuptools.package-data] includes them, so

@@ -4,6 +4,7 @@ opens (STYLE rule 9). Nothing imports this module but the command line and tests
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -32,11 +33,15 @@ from server.sms.inbound import InboundSms
 from server.sms.simulator import SimulatorProvider
 from server.sms.twilio import SignatureChecker, TwilioProvider
 from server.sms.worker import OutboxWorker
+from server.store.group_commit import GroupCommit
 from server.store.migrate import check_current
 from server.web import api, console, dev, health, patient, webhooks, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
+# How long shutdown waits for the group-commit writer: a batch is a few milliseconds, a
+# write that waits on a locked store gives up after the store's own timeout.
+WRITER_FLUSH_SECONDS = 5.0
 
 
 def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = None,
@@ -82,6 +87,10 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
             yield
         finally:
+            # Sockets are closed by now (cli.DrainingServer, then uvicorn's shutdown):
+            # what the group-commit writer still holds is committed before the store
+            # closes, so a send either was stored or was never acknowledged.
+            await _writer_idle(services.messaging.writer, WRITER_FLUSH_SECONDS)
             if worker is not None:
                 await worker.stop()
             if hub is not None:
@@ -103,6 +112,15 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
         exception_handlers={AppError: _app_error, Exception: _unexpected},
         lifespan=lifespan,
     ))
+
+
+async def _writer_idle(writer: GroupCommit, timeout: float) -> None:
+    """Wait for the group-commit writer's batches in progress (it answers its own
+    failures); past ``timeout`` the store closes under it and the batch fails whole."""
+    try:
+        await asyncio.wait_for(writer.idle(), timeout)
+    except TimeoutError:
+        log.warning("group-commit writer still busy at shutdown", extra={"event": "stop"})
 
 
 def _sms_provider(settings: Settings, services) -> SmsProvider:

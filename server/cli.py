@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -165,6 +167,15 @@ def _draining_server_class():
             if hub is not None:
                 await hub.drain(DRAIN_SECONDS)
             await super().shutdown(sockets)
+
+        def handle_exit(self, sig: int, frame) -> None:
+            """uvicorn re-raises the signal it stopped on once shut down, so the process
+            dies "killed by SIGTERM" (143). A finished drain is a clean exit: 0, which
+            orchestrators and ``docker stop`` read as "stopped as asked"."""
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                with contextlib.suppress(AttributeError, ValueError):
+                    self._captured_signals.remove(sig)
 
     return DrainingServer
 

@@ -36,6 +36,16 @@ class Metrics:
         self.ws_frames_in = Counter(
             "securechat_ws_frames_in", "Client frames by type and outcome",
             ["type", "outcome"], registry=self.registry)
+        # Counted per batch the socket writers take from their outboxes (no label: the
+        # frames are encoded strings by then, and decoding one to learn its type would
+        # cost more than writing it).
+        self.ws_frames_out = Counter(
+            "securechat_ws_frames_out", "Frames handed to the sockets' writers",
+            registry=self.registry)
+        # Set to a callback by the hub: summed over the sockets at scrape time only.
+        self.ws_outbox_frames = Gauge(
+            "securechat_ws_outbox_frames", "Frames queued in this node's socket outboxes",
+            registry=self.registry)
         self.ws_closes = Counter(
             "securechat_ws_closes", "Sockets closed by the server, by close code", ["code"],
             registry=self.registry)
@@ -47,6 +57,9 @@ class Metrics:
             registry=self.registry)
         self.broker_up = Gauge(
             "securechat_broker_up", "1 while the broker link is up", registry=self.registry)
+        self.broker_reconnects = Counter(
+            "securechat_broker_reconnects", "Times the broker link came back after a loss",
+            registry=self.registry)
         self.broker_publish_failures = Counter(
             "securechat_broker_publish_failures",
             "Publications the broker could not take (repaired from the store)",
@@ -58,6 +71,10 @@ class Metrics:
         self.sms_results = Counter(
             "securechat_sms_results", "Outbox send attempts by result (sent, retry, failed)",
             ["result"], registry=self.registry)
+        # Read from the store when /metrics is scraped; the same number on every node.
+        self.sms_outbox_pending = Gauge(
+            "securechat_sms_outbox_pending", "SMS outbox rows not yet sent or failed",
+            registry=self.registry)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route, method, f"{status // 100}xx").inc()

@@ -106,6 +106,8 @@ class Hub:
         self._sync_now = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._no_sockets = asyncio.Event()  # set whenever the last socket has left
+        self._broker_was_up: bool | None = None  # None until the broker first reports
+        metrics.ws_outbox_frames.set_function(self._queued_frames)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -138,11 +140,16 @@ class Hub:
     def connections(self) -> list[Connection]:
         return [conn for conns in self._by_account.values() for conn in conns]
 
+    def _queued_frames(self) -> int:
+        """Frames waiting in this node's outboxes (the gauge's callback, at scrape time)."""
+        return sum(len(conn.outbox) for conns in self._by_account.values() for conn in conns)
+
     # --- sockets ---------------------------------------------------------------------------
 
     async def attach(self, conn: Connection) -> None:
         """Register a socket; its account's channel is followed while it has sockets."""
         self._no_sockets.clear()
+        conn.outbox.counter = self._metrics.ws_frames_out
         first = not self._by_account[conn.account_id]
         self._by_account[conn.account_id].add(conn)
         self._by_session[conn.session_id].add(conn)
@@ -302,6 +309,9 @@ class Hub:
 
     def on_broker_state(self, up: bool) -> None:
         self._metrics.broker_up.set(1 if up else 0)
+        if up and self._broker_was_up is False:
+            self._metrics.broker_reconnects.inc()
+        self._broker_was_up = up
         if up:  # publications may have been lost while it was down
             self._sync_now.set()
             for account_id, conversation_id in self._presence.local():

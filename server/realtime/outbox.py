@@ -14,11 +14,16 @@ only while someone waits, and dropped when woken.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
+
+
+class _Counter(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
 
 
 class Outbox:
     __slots__ = ("_bytes", "_frames", "_max_bytes", "_max_frames", "_ready", "_room",
-                 "closed", "overflowed")
+                 "closed", "counter", "overflowed")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         # (encoded frame, id of a message to mark delivered once written, or None). A
@@ -31,6 +36,9 @@ class Outbox:
         self._room: asyncio.Future[None] | None = None  # a replay waiting for room
         self.overflowed = False
         self.closed = False
+        # The node's frames-out counter (anything with ``inc(n)``), set by the hub when
+        # the socket attaches: counted once per ``take``, not per frame.
+        self.counter: _Counter | None = None
 
     @property
     def done(self) -> bool:
@@ -75,6 +83,8 @@ class Outbox:
             return []
         frames, self._frames = self._frames, []
         self._bytes = 0
+        if self.counter is not None and frames:
+            self.counter.inc(len(frames))
         if self._room is not None:
             self._room, room = None, self._room
             _resolve(room)

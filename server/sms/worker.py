@@ -35,6 +35,9 @@ log = logging.getLogger("securechat.sms")
 CLAIM_BATCH = 20  # rows per claim; each is a different conversation, sent concurrently
 LEASE = timedelta(seconds=60)  # far above one provider call (10 s timeout)
 POLL_SECONDS = 1.0  # also woken at once by ``wake()`` when this node queues an SMS
+# How long ``stop`` lets the pass in progress finish: one provider call's timeout (10 s)
+# plus its two store writes. Past it the pass is cancelled and its rows' leases run out.
+STOP_SECONDS = 12.0
 BACKOFF_CAP_SECONDS = 300.0
 # Where an SMS comes from when the account has no number of its own (simulator).
 SIMULATOR_FROM = "+15005550006"
@@ -54,28 +57,44 @@ class OutboxWorker:
         self._node = node_id
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sms-outbox")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Claim nothing more and let the pass in progress finish, so a row handed to
+        the provider is recorded as sent (not left ``sending`` for its lease to run out
+        and go again: a duplicate SMS). Cancels the pass after ``timeout`` seconds."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(self._task, timeout)
+            except TimeoutError:
+                log.warning("outbox pass cancelled at shutdown", extra={"event": "stop"})
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():  # our caller is
+                    raise
         await self._provider.close()
+
+    async def pending(self) -> int:
+        """Rows not yet sent or failed, across every node (read for the metrics)."""
+        async with self._db.read() as conn:
+            return await sms_store.pending_count(conn)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 sent = await self.run_once()
             except Exception:
                 log.warning("outbox pass failed", exc_info=True)
                 sent = 0
-            if sent == 0:
+            if sent == 0 and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
                 self._wake.clear()

@@ -90,6 +90,13 @@ class GroupCommit(Generic[Item, Result]):
     def pending(self) -> int:
         return len(self._queue)
 
+    async def idle(self) -> None:
+        """Return once nothing is queued or being committed (the node is stopping: a
+        send either was stored or was never acknowledged)."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+
     async def submit(self, item: Item) -> Result:
         """Queue ``item`` and return its outcome once its transaction committed.
 

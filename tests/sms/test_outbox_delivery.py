@@ -138,6 +138,8 @@ async def test_send_cut_by_a_stopped_node_is_retried_after_its_lease(
         await sent_ok(client, sms.conversation_id, "first", "c1")
         await sent_ok(client, sms.conversation_id, "second", "c2")
         await fake_twilio.wait_for(lambda f: len(f.seen(mine)) == 1)
+        # The node dies mid-send: a crash, not a drain (a drain waits for the answer).
+        await first.app.state.sms_worker.stop(timeout=0)
     head, tail = await outbox_of(services, sms.conversation_id)
     assert head["status"] == "sending" and head["attempts"] == 1
     assert head["claimed_until"] == clock.now() + timedelta(seconds=60)
@@ -253,6 +255,8 @@ async def test_lease_ran_out_after_the_last_attempt_fails_the_sms(
             first.login(sms.staff_email) as client:
         message = await sent_ok(client, sms.conversation_id, "only once", "c1")
         await fake_twilio.wait_for(lambda f: len(f.seen(mine)) == 1)
+        # The node dies mid-send: a crash, not a drain (a drain waits for the answer).
+        await first.app.state.sms_worker.stop(timeout=0)
     clock.advance(seconds=61)
     published: list[events.StatusEvent] = []
     worker = manual_worker(services, settings, fake_twilio, published)
