@@ -22,6 +22,7 @@ from server.brokers.base import Broker, broker_from_url
 from server.clock import Clock
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
+from server.realtime.address_limits import AddressLimit
 from server.realtime.frames import FrameHandler
 from server.realtime.hub import Hub
 from server.realtime.sending import Sending
@@ -85,6 +86,7 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                     account_id, conversation_id, "link_locked"))
             app.state.sending = Sending(hub, services.messaging, worker, metrics)
             app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
+            app.state.ws_addresses = AddressLimit(settings.ws_max_per_address)
             yield
         finally:
             # Sockets are closed by now (cli.DrainingServer, then uvicorn's shutdown):
@@ -108,7 +110,7 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
     return ws.Direct(Starlette(
         routes=routes,
         middleware=[Middleware(EdgeMiddleware, allowed_origins=settings.origins,
-                               metrics=metrics)],
+                               metrics=metrics, hsts=settings.secure_cookies)],
         exception_handlers={AppError: _app_error, Exception: _unexpected},
         lifespan=lifespan,
     ))

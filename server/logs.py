@@ -52,3 +52,7 @@ def configure(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # At DEBUG the WebSocket protocol (websockets, logging as "uvicorn.error") writes every
+    # handshake header, session cookies included, and the ends of every frame (message
+    # bodies, patient names): that logger never goes below INFO.
+    logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))

@@ -59,6 +59,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # 1,000 frames or 1 MiB is ~10 s of a busy thread for a client that has stalled.
     ws_outbox_frames: int = 1000
     ws_outbox_bytes: int = 1024 * 1024
+    # Open WebSockets per client address on one node (checklist DOS-01: 100); over it the
+    # handshake is refused with HTTP 429. Behind a proxy, see docs/security.md.
+    ws_max_per_address: int = 100
     # How often a node compares its streams' positions with the store, repairing any
     # publication the broker lost (and carrying delivery while the broker is down).
     sync_interval_seconds: float = 5.0
@@ -104,7 +107,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                                 "region code such as US or GB")
         for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
                      "login_max_failures", "password_hash_concurrency", "key_refresh_seconds",
-                     "ws_rate_burst", "ws_outbox_frames", "ws_outbox_bytes"):
+                     "ws_rate_burst", "ws_outbox_frames", "ws_outbox_bytes",
+                     "ws_max_per_address"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()}: must be at least 1")
 

@@ -23,8 +23,9 @@ from server.metrics import Metrics
 log = logging.getLogger("securechat.http")
 T = TypeVar("T")
 
-# JSON bodies above this are refused before parsing (the largest legitimate body, a
-# message, is 10,000 characters: at most 40 KB of UTF-8 plus its envelope).
+# Request bodies above this are refused (413) by the edge, for every route, before they
+# are read whole: the largest legitimate body, a message, is 10,000 characters (at most
+# 40 KB of UTF-8 plus its envelope); forms (verification, Twilio's webhooks) are smaller.
 MAX_JSON_BODY = 64 * 1024
 _encoder = msgspec.json.Encoder()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -39,6 +40,9 @@ SECURITY_HEADERS = [
     (b"content-security-policy",
      b"default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
 ]
+# Added when PUBLIC_URL is https: browsers then refuse plain http to this host for a year
+# (OWASP's value). No includeSubDomains: the clinic's other hosts are not ours to decide.
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 class JSONResponse(Response):
@@ -64,22 +68,14 @@ def error_response(exc: AppError) -> JSONResponse:
 
 
 async def decode_body(request: Request, struct: type[T]) -> T:
-    """Decode a JSON body straight into ``struct``.
+    """Decode a JSON body straight into ``struct`` (its size is bounded by the edge,
+    :class:`EdgeMiddleware`).
 
     Raises:
         AppError: ``payload_too_large`` or ``invalid_request`` naming the bad field.
     """
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_JSON_BODY):
-        raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is over {MAX_JSON_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BODY:
-            raise AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is over {MAX_JSON_BODY} bytes")
-        chunks.append(chunk)
     try:
-        return msgspec.json.decode(b"".join(chunks), type=struct)
+        return msgspec.json.decode(await request.body(), type=struct)
     except msgspec.ValidationError as exc:
         raise AppError(ErrorCode.INVALID_REQUEST, _field_message(str(exc))) from None
     except msgspec.DecodeError:
@@ -96,6 +92,33 @@ def request_actor(request: Request, kind: str = "anonymous", actor_id: str | Non
                   ) -> Actor:
     client = request.client.host if request.client else None
     return Actor(kind, actor_id, client, request.scope.get("state", {}).get("request_id"))
+
+
+def _too_large() -> AppError:
+    return AppError(ErrorCode.PAYLOAD_TOO_LARGE, f"body is over {MAX_JSON_BODY} bytes")
+
+
+def bounded_receive(receive: Receive, limit: int = MAX_JSON_BODY) -> Receive:
+    """``receive`` that raises ``payload_too_large`` once more than ``limit`` body bytes
+    arrived (a chunked body has no Content-Length to refuse up front), so no route ever
+    holds more than that in memory."""
+    size = 0
+
+    async def bounded() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise _too_large()
+        return message
+
+    return bounded
+
+
+def _declared_too_large(headers: dict[bytes, bytes]) -> bool:
+    length = headers.get(b"content-length")
+    return length is not None and (not length.isdigit() or int(length) > MAX_JSON_BODY)
 
 
 def origin_allowed(headers: dict[bytes, bytes], allowed: frozenset[str]) -> bool:
@@ -123,13 +146,16 @@ def origin_allowed(headers: dict[bytes, bytes], allowed: frozenset[str]) -> bool
 
 
 class EdgeMiddleware:
-    """Pure ASGI middleware: request id, Origin check, security headers, access log and
-    request metrics. Logs name the route, never the raw path (it can hold a link token).
+    """Pure ASGI middleware: request id, body size limit, Origin check, security headers
+    (HSTS too when the app's PUBLIC_URL is https), access log and request metrics. Logs
+    name the route, never the raw path (it can hold a link token).
     """
 
     def __init__(self, app: ASGIApp, *, allowed_origins: frozenset[str], metrics: Metrics,
+                 hsts: bool = False,
                  csrf_exempt_prefixes: tuple[str, ...] = ("/sms/",)) -> None:
         self.app = app
+        self.security_headers = [*SECURITY_HEADERS, HSTS] if hsts else SECURITY_HEADERS
         self.allowed_origins = allowed_origins
         self.metrics = metrics
         self.csrf_exempt = csrf_exempt_prefixes
@@ -152,7 +178,7 @@ class EdgeMiddleware:
                 status, response_started = message["status"], True
                 extra = [(b"x-request-id", request_id.encode())]
                 present = {name.lower() for name, _ in message.get("headers", [])}
-                extra += [h for h in SECURITY_HEADERS if h[0] not in present]
+                extra += [h for h in self.security_headers if h[0] not in present]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
@@ -164,8 +190,10 @@ class EdgeMiddleware:
                     error_body(ErrorCode.FORBIDDEN, "request origin is not allowed"),
                     status_code=403)
                 await response(scope, receive, send_with_headers)
+            elif _declared_too_large(headers):  # refused before a byte of it is read
+                await error_response(_too_large())(scope, receive, send_with_headers)
             else:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, bounded_receive(receive), send_with_headers)
         except Exception as exc:
             # Starlette answers unhandled errors in ServerErrorMiddleware, which sits
             # outside this one, so its 500 would lack the request id and security headers.
@@ -184,3 +212,4 @@ class EdgeMiddleware:
             log.info("request", extra={"request_id": request_id, "route": route,
                                        "method": scope["method"], "status": status,
                                        "ms": round(elapsed * 1000, 2)})
+

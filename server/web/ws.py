@@ -3,9 +3,10 @@ socket's frames in one task while the endpoint coroutine itself writes its outbo
 tasks per socket (uvicorn's, which runs this endpoint, and the reader), not three.
 
 Handshake policy: a missing or foreign ``Origin`` is refused before the upgrade (HTTP
-403: a hijacking page learns nothing); a missing or expired session is accepted and
-closed at once with 4401, so the page can tell "sign in again" from a network failure.
-Nothing is sent before that close.
+403: a hijacking page learns nothing); so is an address that already holds
+``WS_MAX_PER_ADDRESS`` open sockets on this node (HTTP 429 ``rate_limited``); a missing or
+expired session is accepted and closed at once with 4401, so the page can tell "sign in
+again" from a network failure. Nothing is sent before that close.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.auth import StaffPrincipal
-from server.errors import AppError
+from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
 from server.protocol import AccountInfo, Ready, User
+from server.realtime.address_limits import AddressLimit
 from server.realtime.connection import Connection
 from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
 from server.realtime.outbox import Outbox
 from server.web import cookies
+from server.web.http import error_response
 
 log = logging.getLogger("securechat.ws")
 
@@ -46,27 +49,45 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if origin is None or origin.lower() not in settings.origins:
         await websocket.close(code=4403)  # before accept: the client gets HTTP 403
         return
-    who = await _authenticate(websocket)
-    if who is None:
-        await websocket.accept()
-        await websocket.close(code=4401, reason="sign in first")
-        return
-    await websocket.accept()
-    _release_handshake(websocket)
-    conn = await _connection(services, who, settings)
     ip = websocket.client.host if websocket.client else None
+    addresses: AddressLimit = app.state.ws_addresses
+    if not addresses.acquire(ip or ""):
+        await _deny(websocket, AppError(ErrorCode.RATE_LIMITED,
+                                        "too many connections from this address"))
+        return
+    # One coroutine for the socket's whole life (no helper frame kept on its stack).
     try:
-        await hub.attach(conn)  # inside: a failed attach is undone too
-        reader = asyncio.create_task(_read(websocket, conn, frames, ip))
+        who = await _authenticate(websocket)
+        if who is None:
+            await websocket.accept()
+            await websocket.close(code=4401, reason="sign in first")
+            return
+        await websocket.accept()
+        _release_handshake(websocket)
+        conn = await _connection(services, who, settings)
         try:
-            await _write(websocket, conn, hub)
+            await hub.attach(conn)  # inside: a failed attach is undone too
+            reader = asyncio.create_task(_read(websocket, conn, frames, ip))
+            try:
+                await _write(websocket, conn, hub)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            await hub.detach(conn)
+            if conn.close_code is not None:
+                services.metrics.ws_closes.labels(str(conn.close_code)).inc()
     finally:
-        await hub.detach(conn)
-        if conn.close_code is not None:
-            services.metrics.ws_closes.labels(str(conn.close_code)).inc()
+        addresses.release(ip or "")
+
+
+async def _deny(websocket: WebSocket, exc: AppError) -> None:
+    """Refuse the upgrade with an HTTP error (uvicorn supports the ASGI denial-response
+    extension); a server without it gets a plain close before accept (HTTP 403)."""
+    if "websocket.http.response" in (websocket.scope.get("extensions") or {}):
+        await websocket.send_denial_response(error_response(exc))
+    else:
+        await websocket.close(code=4403)
 
 
 async def _authenticate(websocket: WebSocket
