@@ -17,18 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.bench_idle import SOURCE_IPS, IdleFleet
-from loadtest.bench_nodes import (
-    ORIGIN,
-    CpuMeter,
-    Node,
-    fd_limit,
-    loadavg,
-    open_fds,
-    rss_kib,
-)
+from loadtest.bench_nodes import CpuMeter, fd_limit, loadavg, open_fds, rss_kib
 from loadtest.bench_report import progress
 from loadtest.bench_traffic import Follower, StepStats, Traffic, percentile
 from loadtest.bench_world import World
+from loadtest.nodes import ORIGIN, ServeProcess
 
 # Descriptors the server needs besides its sockets (log pipe, database files, epoll,
 # the broker...): the idle scenario stays this far below the server's fd limit.
@@ -68,7 +61,7 @@ def _ms(value: float | None) -> float | None:
 
 # --- idle ----------------------------------------------------------------------------------
 
-async def idle(world: World, node: Node, sizes: Sizes) -> dict[str, Any]:
+async def idle(world: World, node: ServeProcess, sizes: Sizes) -> dict[str, Any]:
     """Hold authenticated sockets (each got its ``ready``; none subscribes) and read the
     server's memory before and after."""
     traffic = Traffic(ORIGIN)
@@ -122,7 +115,7 @@ async def idle(world: World, node: Node, sizes: Sizes) -> dict[str, Any]:
 
 # --- throughput ----------------------------------------------------------------------------
 
-async def throughput(world: World, staff_node: Node, patient_node: Node,
+async def throughput(world: World, staff_node: ServeProcess, patient_node: ServeProcess,
                      sizes: Sizes) -> dict[str, Any]:
     """Each conversation has a staff socket (on ``staff_node``) and a patient socket (on
     ``patient_node``); both send, at stepped total rates, open loop (on a clock, never
@@ -240,7 +233,7 @@ def _step_row(stats: StepStats, stored: int, late: int, cpu: dict[str, float], l
 
 # --- reconnect storm -----------------------------------------------------------------------
 
-async def storm(world: World, node: Node, sizes: Sizes) -> dict[str, Any]:
+async def storm(world: World, node: ServeProcess, sizes: Sizes) -> dict[str, Any]:
     """Sockets following conversations are all dropped at once (aborted: no close
     handshake), a message is sent to every conversation while they are away, and all
     reconnect and resume with ``after_seq`` = the last ``seq`` each had."""

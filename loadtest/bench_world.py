@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from loadtest.bench_nodes import ORIGIN
+from loadtest.nodes import ORIGIN
 from loadtest.seed import seed
 from server.services.container import Services, build_services
 from server.settings import from_env

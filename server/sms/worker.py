@@ -19,6 +19,8 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
+from sqlalchemy.exc import DBAPIError
+
 from server.clock import Clock, rfc3339
 from server.crypto import DecryptError, patient_field_context
 from server.metrics import Metrics
@@ -33,6 +35,10 @@ from server.store.db import Database
 log = logging.getLogger("securechat.sms")
 
 CLAIM_BATCH = 20  # rows per claim; each is a different conversation, sent concurrently
+# Recording an SMS the provider took: 6 tries over ~3 s (0.1 s doubling) ride out a
+# dropped connection, far inside the row's 60 s lease.
+RECORD_ATTEMPTS = 6
+RECORD_RETRY_SECONDS = 0.1
 LEASE = timedelta(seconds=60)  # far above one provider call (10 s timeout)
 POLL_SECONDS = 1.0  # also woken at once by ``wake()`` when this node queues an SMS
 # How long ``stop`` lets the pass in progress finish: one provider call's timeout (10 s)
@@ -152,13 +158,31 @@ class OutboxWorker:
             return
         self._metrics.sms_results.labels("sent").inc()
         status = "notified" if row["kind"] == "notification" else _message_status(sent.status)
-        async with self._db.write() as conn:
-            await sms_store.finish(conn, row["id"], status="sent", now=self._clock.now(),
-                                   provider_sid=sent.sid)
-            changed = row["message_id"] is not None and await sms_store.advance_message_status(
-                conn, row["message_id"], status)
-        if changed:
+        if await self._record_sent(row, sent.sid, status):
             self._status(row, status)
+
+    async def _record_sent(self, row, sid: str, status: str) -> bool:
+        """Record an SMS the provider has taken; True if the message's status moved.
+
+        The provider cannot be asked again without sending again (Twilio has no
+        idempotency key), so a store failure here is retried on a fresh connection
+        (a dropped connection is discarded by the pool) for a few seconds instead of
+        leaving the row ``sending`` until its lease runs out and it is sent twice."""
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                async with self._db.write() as conn:
+                    await sms_store.finish(conn, row["id"], status="sent",
+                                           now=self._clock.now(), provider_sid=sid)
+                    return row["message_id"] is not None and \
+                        await sms_store.advance_message_status(conn, row["message_id"],
+                                                               status)
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                if attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                log.warning("sent sms not recorded yet; retrying",
+                            extra={"reason": type(exc).__name__})
+                await asyncio.sleep(RECORD_RETRY_SECONDS * 2 ** attempt)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _retry(self, row, error_code: str) -> None:
         if row["attempts"] >= self._settings.sms_max_attempts:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench_nodes import ORIGIN, REPO, Node, node_env
+from loadtest.nodes import ORIGIN, REPO, ServeProcess, node_env
 from loadtest.seed import seed, write_private_json
 from server.services.container import build_services
 from server.settings import from_env
@@ -86,7 +86,7 @@ async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes
     write_private_json(seed_file, data)
     assert _mode(seed_file) == 0o600  # it holds session tokens
 
-    node = Node("locust", node_env(database_url=url, master_key=master_key, redis_url=None,
+    node = ServeProcess("locust", node_env(database_url=url, master_key=master_key, redis_url=None,
                                    settings={"log_level": "WARNING"}))
     await node.start()
     try:
