@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -111,7 +112,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
         routes=routes,
         middleware=[Middleware(EdgeMiddleware, allowed_origins=settings.origins,
                                metrics=metrics, hsts=settings.secure_cookies)],
-        exception_handlers={AppError: _app_error, Exception: _unexpected},
+        exception_handlers={AppError: _app_error, HTTPException: _http_error,
+                            Exception: _unexpected},
         lifespan=lifespan,
     ))
 
@@ -146,6 +148,15 @@ def client_dir() -> Path:
 async def _app_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method) in the API's error shape."""
+    assert isinstance(exc, HTTPException)
+    code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
+    message = "no such route" if exc.status_code == 404 else "method not allowed"
+    return JSONResponse(error_body(code, message), status_code=exc.status_code,
+                        headers=exc.headers)  # keeps Allow on 405
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -15,9 +15,13 @@ from msgspec import UNSET, Meta, UnsetType
 # Bodies are bounded so one message cannot exhaust memory or a screen (10,000 chars;
 # an SMS is 1,600 at most, a clinical note rarely more than a few thousand).
 MAX_BODY_CHARS = 10_000
+# PostgreSQL text cannot hold NUL: a string that is stored or looked up in plain text
+# refuses it here, as a bad field, instead of failing in the driver as a 500.
+NO_NUL = r"^[^\x00]*$"
 ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Body = Annotated[str, Meta(min_length=1, max_length=MAX_BODY_CHARS)]
-Id = Annotated[str, Meta(min_length=1, max_length=64)]
+Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 
 Direction = Literal["outbound", "inbound"]
 Channel = Literal["sms", "secure"]
@@ -30,7 +34,7 @@ class Inbound(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 # --- HTTP request bodies ----------------------------------------------------------------
 
 class LoginRequest(Inbound):
-    email: Annotated[str, Meta(min_length=3, max_length=320)]
+    email: Annotated[str, Meta(min_length=3, max_length=320, pattern=NO_NUL)]
     # Capped before any hashing (passwords.MAX_PASSWORD_BYTES is the byte limit).
     password: Annotated[str, Meta(min_length=1, max_length=1024)]
 
@@ -49,15 +53,16 @@ class SendRequest(Inbound):
 
 class SettingsUpdate(Inbound):
     portal_active: bool | UnsetType = UNSET
-    clinic_name: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    clinic_name: Name | UnsetType = UNSET
     sms_number: str | UnsetType | None = UNSET
     secure_link_ttl_hours: Annotated[int, Meta(ge=1, le=720)] | UnsetType = UNSET
     require_code: bool | UnsetType = UNSET
 
 
 class CreateStaffRequest(Inbound):
-    name: Annotated[str, Meta(min_length=1, max_length=200)]
-    email: Annotated[str, Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    name: Name
+    email: Annotated[str, Meta(min_length=3, max_length=320,
+                               pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
     role: Literal["admin", "staff"]
     # The policy (passwords.check_policy) is checked by the service; this only caps it.
     password: Annotated[str, Meta(min_length=1, max_length=1024)]

@@ -33,3 +33,15 @@ async def test_staff_flow(server: RunningServer, clinic: Clinic, clock: FakeCloc
 
         inbox = (await client.get("/api/conversations")).json()["conversations"]
         assert inbox[0]["id"] == conversation_id
+
+
+async def test_unknown_routes_and_methods_answer_in_the_error_shape(
+        server: RunningServer, clinic: Clinic) -> None:
+    """The router's own refusals are JSON like every other error: 404 `not_found` for no
+    such route, 405 with `Allow` for a wrong method."""
+    async with server.login(clinic.admin_email) as client:
+        missing = await client.get("/api/nope")
+        wrong = await client.delete("/api/me")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "invalid_request"
+    assert "GET" in wrong.headers["allow"]

@@ -104,6 +104,20 @@ async def test_bad_query_parameters_are_422(server: RunningServer, clinic: Clini
             assert response.json()["error"]["message"].startswith(name)
 
 
+
+async def test_free_text_filters_are_refused_before_they_are_audited(
+        server: RunningServer, clinic: Clinic) -> None:
+    """A search is audited with its filters in an append-only table, so a filter that is not
+    an action name or an id (a name typed in the wrong box) is 422 and never recorded."""
+    async with server.login(clinic.admin_email) as client:
+        for params, name in (({"action": "Pat Example"}, "action"),
+                             ({"actor_id": "Pat Example"}, "actor_id")):
+            response = await client.get("/api/audit", params=params)
+            assert response.status_code == 422, (params, response.text)
+            assert response.json()["error"]["message"].startswith(name)
+        reads = await entries(client, action="audit.read", limit="1000")
+    assert all("Pat Example" not in (entry["details"] or "") for entry in reads)
+
 async def test_csv_export(server: RunningServer, clinic: Clinic, clock: FakeClock) -> None:
     """``format=csv`` is text/csv with a header row and every matching entry."""
     async with server.login(clinic.admin_email) as client:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -15,7 +17,7 @@ from starlette.routing import Route
 from server import audit
 from server.auth import StaffPrincipal
 from server.clock import rfc3339
-from server.errors import AppError, ErrorCode, invalid
+from server.errors import AppError, ErrorCode, invalid, not_found
 from server.protocol import (
     Ack,
     CreatePatientRequest,
@@ -38,6 +40,10 @@ BACKGROUND_HEADER = "x-securechat-background"
 AUDIT_COLUMNS = ("seq", "ts", "actor_kind", "actor_id", "action", "object_type", "object_id",
                  "outcome", "ip", "request_id", "details", "entry_hash")
 MAX_AUDIT_PAGE = 1000
+# An audit search is itself audited with its filters; the boxes take free text (a
+# patient's name typed in the wrong one), so only an action name or an id is accepted.
+ACTION_NAME = re.compile(r"[a-z]+(?:\.[a-z_]+)+")
+MAX_INT = 2**63 - 1
 
 
 def _services(request: Request) -> Services:
@@ -64,20 +70,43 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise invalid(f"{name}: must be an integer") from None
+    # The store's integers are signed 64-bit; past them the driver fails (a 500).
+    if not -MAX_INT <= value <= MAX_INT:
+        raise invalid(f"{name}: out of range")
+    return value
+
+
+def _text_param(request: Request, name: str) -> str | None:
+    """A text filter (absent or empty: None). PostgreSQL text cannot hold NUL."""
+    raw = request.query_params.get(name) or None
+    if raw is not None and "\x00" in raw:
+        raise invalid(f"{name}: must not contain NUL")
+    return raw
+
+
+def _path_id(request: Request, name: str, what: str) -> str:
+    """An id from the path; one holding NUL names nothing (and cannot be looked up)."""
+    value = request.path_params[name]
+    if "\x00" in value:
+        raise not_found(what)
+    return value
 
 
 def _rfc3339_param(name: str, raw: str) -> str:
-    """A time bound in the audit log's own format (RFC 3339 UTC, microseconds, Z)."""
+    """A time bound in the store's own format (RFC 3339 UTC, microseconds, Z)."""
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise invalid(f"{name}: not an RFC 3339 time") from None
     if moment.tzinfo is None:
         raise invalid(f"{name}: needs a UTC offset or Z")
-    return rfc3339(moment)
+    try:
+        return rfc3339(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise invalid(f"{name}: out of range") from None
 
 
 # --- auth --------------------------------------------------------------------------------
@@ -128,9 +157,10 @@ async def _me(services: Services, principal: StaffPrincipal) -> dict:
 
 async def list_conversations(request: Request) -> Response:
     principal = await staff_principal(request)
+    before = _text_param(request, "before")
     conversations = await _services(request).patients.inbox(
         principal.account_id, principal.staff_id,
-        before=request.query_params.get("before"),
+        before=_rfc3339_param("before", before) if before else None,
         limit=_int_param(request, "limit", 50))
     hub = request.app.state.hub
     return JSONResponse({"conversations": [
@@ -150,7 +180,7 @@ async def create_patient(request: Request) -> Response:
 async def conversation_messages(request: Request) -> Response:
     principal = await staff_principal(request)
     services = _services(request)
-    conversation_id = request.path_params["conversation_id"]
+    conversation_id = _path_id(request, "conversation_id", "conversation")
     if request.method == "GET":
         page = await services.messaging.history(
             principal.account_id, conversation_id,
@@ -171,7 +201,7 @@ async def revoke_links(request: Request) -> Response:
     """Revoke the conversation's secure links and end its patient sessions at once (their
     sockets close on every node)."""
     principal = await staff_principal(request)
-    conversation_id = request.path_params["conversation_id"]
+    conversation_id = _path_id(request, "conversation_id", "conversation")
     state = request.app.state
     if await state.services.streams.summary(principal.account_id, conversation_id) is None:
         raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
@@ -221,7 +251,8 @@ async def deactivate_staff(request: Request) -> Response:
     node at once."""
     principal = await staff_principal(request, admin=True)
     member, ended = await _services(request).accounts.deactivate_staff(
-        principal.account_id, request.path_params["staff_id"], _actor(request, principal))
+        principal.account_id, _path_id(request, "staff_id", "staff member"),
+        _actor(request, principal))
     for session_id in ended:
         request.app.state.hub.end_session(session_id)
     return JSONResponse({"staff": member, "ended_sessions": len(ended)})
@@ -231,11 +262,18 @@ async def audit_entries(request: Request) -> Response:
     """The account's audit log, newest first; ``format=csv`` exports every match."""
     principal = await staff_principal(request, admin=True)
     services = _services(request)
-    filters = {name: request.query_params.get(name) or None
+    filters = {name: _text_param(request, name)
                for name in ("action", "actor_id", "since", "until")}
     for bound in ("since", "until"):
         if filters[bound] is not None:
             filters[bound] = _rfc3339_param(bound, filters[bound])
+    if filters["action"] is not None and not ACTION_NAME.fullmatch(filters["action"]):
+        raise invalid("action: not an action name such as auth.login")
+    if filters["actor_id"] is not None:
+        try:
+            uuid.UUID(filters["actor_id"])
+        except ValueError:
+            raise invalid("actor_id: not a staff member's id") from None
     limit = _int_param(request, "limit", 100)
     if not 1 <= limit <= MAX_AUDIT_PAGE:
         raise invalid(f"limit: must be between 1 and {MAX_AUDIT_PAGE}")
