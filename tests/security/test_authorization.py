@@ -196,10 +196,7 @@ async def test_no_session_is_refused_everywhere(server: RunningServer, services:
         chat = await client.get("/s/chat")
         if chat.status_code != 401 or "has ended" not in chat.text:
             wrong.append(f"GET /s/chat: {chat.status_code}")
-    async with connect(server.url, None) as ws:
-        code, _ = await ws.close_code()
-        if code != 4401 or ws.frames:
-            wrong.append(f"WS /ws: close {code}, frames {ws.frames}")
+    wrong += await socket_not_signed_in(server.url, None)
     assert wrong == []
     assert await snapshot(services, clinic.account_id) == before
 
@@ -353,10 +350,7 @@ async def test_deactivated_staff_are_refused_everywhere(
                     "email": clinic.staff_email, "password": PASSWORD})
             if problem := refused(response, 401, "unauthenticated"):
                 wrong.append(f"{method} {path}: {problem}")
-    async with connect(server.url, cookie) as ws:
-        code, _ = await ws.close_code()
-        if code != 4401 or ws.frames:
-            wrong.append(f"WS /ws: close {code}, frames {ws.frames}")
+    wrong += await socket_not_signed_in(server.url, cookie)
     assert wrong == []
 
 
@@ -433,3 +427,10 @@ async def test_frames_for_another_conversation_are_refused(
             stray = [f for f in since if f["type"] in ("typing", "read", "error")
                      or (f["type"] == "message" and f["client_msg_id"] != "barrier")]
             assert stray == [], stray
+
+
+async def socket_not_signed_in(url: str, cookie: str | None) -> list[str]:
+    """What is wrong with /ws for ``cookie``: it must close with 4401 and send nothing."""
+    async with connect(url, cookie) as ws:
+        code, _ = await ws.close_code()
+    return [] if code == 4401 and not ws.frames else [f"WS /ws: close {code}, frames {ws.frames}"]

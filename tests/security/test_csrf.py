@@ -23,6 +23,7 @@ from tests.patient.support import DOB, new_link, run_node
 from tests.security.routes import CONFIGS, STATE_CHANGING, every_route, routes
 from tests.security.state import snapshot, sqlite_only
 from tests.security.test_authorization import CASES, url
+from tests.sms.support import new_phone
 
 EVIL = "https://evil.example"
 BAD_ORIGINS = [
@@ -162,7 +163,7 @@ async def _victim(node: RunningServer, clinic: Clinic) -> Victim:
     async with node.login(clinic.admin_email) as admin:
         staff_cookie = f"sc_staff={admin.cookies['sc_staff']}"
         response = await admin.put("/api/account/settings", headers={"origin": ORIGIN},
-                                   json={"sms_number": "+14155550123"})
+                                   json={"sms_number": new_phone()})
         assert response.status_code == 200, response.text
     token, _ = await node.services.patient_sessions.open(
         clinic.account_id, clinic.patient_id, clinic.conversation_id, SYSTEM)
