@@ -62,7 +62,7 @@ async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout}s")
-        await asyncio.sleep(every)
+        await asyncio.sleep(every)  # the other process has no way to tell us: ask again
 
 
 async def readiness(url: str) -> tuple[int, dict]:

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from loadtest.nodes import free_port, pg_execute
 from server.app import create_app
 from server.audit import SYSTEM
 from server.clock import FakeClock
@@ -51,27 +51,18 @@ def _unavailable(what: str, why: object) -> None:
     pytest.skip(message)
 
 
-async def _pg(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql")
-                                 .render_as_string(hide_password=False), timeout=5)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def postgresql_url() -> Iterator[str]:
     """A migrated scratch database on the real PostgreSQL, dropped afterwards."""
     name = f"securechat_test_{os.getpid()}_{secrets.token_hex(3)}"
     try:
-        asyncio.run(_pg(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
+        asyncio.run(pg_execute(PG_ADMIN_URL, f'CREATE DATABASE "{name}"'))
     except (OSError, asyncpg.PostgresError) as exc:
         _unavailable(f"PostgreSQL at {PG_ADMIN_URL}", exc)
     url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     migrate.upgrade(url)
     yield url
-    asyncio.run(_pg(PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))
+    asyncio.run(pg_execute(PG_ADMIN_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -200,7 +191,7 @@ class PrivateRedis:
     (never the shared one)."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._tmp = tmp
         self.process: subprocess.Popen | None = None
@@ -269,12 +260,6 @@ async def browser() -> AsyncIterator[Any]:
             yield launched
         finally:
             await launched.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def repo_root() -> Path:
