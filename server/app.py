@@ -19,11 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from server.address_limits import AddressLimit
+from server.audit_upgrade import anchor_legacy
 from server.brokers.base import Broker, broker_from_url
 from server.clock import Clock
+from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
-from server.realtime.address_limits import AddressLimit
 from server.realtime.frames import FrameHandler
 from server.realtime.hub import Hub
 from server.realtime.sending import Sending
@@ -32,12 +34,13 @@ from server.services.links import SecureLinks
 from server.settings import Settings
 from server.sms.base import SmsProvider
 from server.sms.inbound import InboundSms
+from server.sms.numbers import shared_number
 from server.sms.simulator import SimulatorProvider
 from server.sms.twilio import SignatureChecker, TwilioProvider
 from server.sms.worker import OutboxWorker
 from server.store.group_commit import GroupCommit
 from server.store.migrate import check_current
-from server.web import api, console, dev, health, patient, webhooks, ws
+from server.web import api, console, dev, health, link_routes, patient, webhooks, ws
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")
@@ -58,6 +61,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
         hub = worker = None
         try:
             await check_current(services.db)
+            # Once per store: anchors the audit entries of builds before the audit key.
+            await anchor_legacy(services.db, services.clock, MasterKey(master_key).audit_key)
             hub = Hub(streams=services.streams,
                       broker=broker or broker_from_url(settings.redis_url),
                       settings=settings, clock=services.clock, metrics=metrics,
@@ -75,7 +80,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             app.state.sms_inbound = InboundSms(
                 db=services.db, clock=services.clock, messaging=services.messaging,
                 patients=services.patients, default_region=settings.default_region,
-                publish=hub.publish, node_id=hub.node_id, wake_sms=worker.wake)
+                publish=hub.publish, node_id=hub.node_id, wake_sms=worker.wake,
+                shared_number=shared_number(settings))
             if settings.sms_provider == "twilio":
                 assert settings.twilio_auth_token is not None
                 app.state.twilio_signatures = SignatureChecker(settings.twilio_auth_token)
@@ -100,8 +106,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                 await hub.stop()
             await services.db.close()
 
-    routes = [*health.routes, *api.routes, *ws.routes, *patient.routes, *console.routes,
-              Mount("/static", StaticFiles(directory=client_dir()), name="static")]
+    routes = [*health.routes, *api.routes, *link_routes.routes, *ws.routes, *patient.routes,
+              *console.routes, Mount("/static", StaticFiles(directory=client_dir()), name="static")]
     if settings.sms_provider == "twilio":
         routes += webhooks.routes
     elif settings.demo:
@@ -111,7 +117,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
     return ws.Direct(Starlette(
         routes=routes,
         middleware=[Middleware(EdgeMiddleware, allowed_origins=settings.origins,
-                               metrics=metrics, hsts=settings.secure_cookies)],
+                               allowed_hosts=settings.hosts, metrics=metrics,
+                               hsts=settings.secure_cookies)],
         exception_handlers={AppError: _app_error, HTTPException: _http_error,
                             Exception: _unexpected},
         lifespan=lifespan,

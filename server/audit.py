@@ -2,9 +2,20 @@
 
 Each account has its own chain (``stream`` = account id; ``"system"`` for events outside
 any account, such as a failed login for an unknown email). Entry *n* stores
-``entry_hash = SHA-256(prev_hash || canonical_json(entry))`` and the ``prev_hash`` of
-entry *n-1*; ``seq`` counts 1, 2, 3... per stream under a row-locked head, so an edited,
-deleted or inserted row breaks the chain at a place :func:`verify` names.
+``entry_hash = HMAC-SHA256(audit key, prev_hash || canonical_json(entry))`` and the
+``prev_hash`` of entry *n-1*; ``seq`` counts 1, 2, 3... per stream under a row-locked
+head, so an edited, deleted or inserted row breaks the chain at a place :func:`verify`
+names. The audit key is derived from the master key (:class:`server.crypto.MasterKey`),
+which never touches the database: someone who can write the database but not read the
+key cannot recompute a link for a forged entry (a plain hash they could).
+
+Entries written before the chain was keyed (plain SHA-256 links) still verify as a
+stream's first entries once a keyed entry follows them; server/audit_upgrade.py anchors
+them when the keyed build first starts (see :class:`ChainVerifier`).
+
+The key travels with the store's write transactions (``Database(audit_key=...)``), so
+every append, in whichever transaction, is keyed; a connection without it refuses to
+append rather than write an unkeyed link.
 
 Entries hold ids, actions and outcomes only: never PHI, tokens or passwords. The append
 runs inside the caller's transaction, so an action and its audit entry commit together.
@@ -13,6 +24,7 @@ runs inside the caller's transaction, so an action and its audit entry commit to
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import AsyncIterator, Mapping, Sequence
 
 import msgspec
@@ -21,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.clock import Clock, rfc3339
 from server.store import audit_log
 from server.store.audit_log import GENESIS_HASH
-from server.store.db import Database
+from server.store.db import AUDIT_KEY_OPTION, Database
 
 SYSTEM_STREAM = "system"
 
@@ -56,9 +68,26 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
-def entry_hash(prev_hash: str, entry: AuditEntry) -> str:
-    """The chain link: SHA-256 over the previous hash and the entry's canonical JSON."""
+def entry_hash(prev_hash: str, entry: AuditEntry, key: bytes) -> str:
+    """The chain link: HMAC-SHA256 under the audit key over the previous hash and the
+    entry's canonical JSON (RFC 2104; 64 hex digits, the column's width)."""
+    return hmac.new(key, prev_hash.encode() + _encoder.encode(entry),
+                    hashlib.sha256).hexdigest()
+
+
+def legacy_entry_hash(prev_hash: str, entry: AuditEntry) -> str:
+    """The link of entries written before the chain was keyed: plain SHA-256, which
+    anyone can recompute. Accepted only for a stream's first entries, and only when a
+    keyed entry follows them (see :class:`ChainVerifier`)."""
     return hashlib.sha256(prev_hash.encode() + _encoder.encode(entry)).hexdigest()
+
+
+def _connection_key(conn: AsyncConnection) -> bytes:
+    key = conn.sync_connection.get_execution_options().get(AUDIT_KEY_OPTION)
+    if not key:
+        raise RuntimeError("audit entries are appended only in Database.write() "
+                           "transactions of a store opened with the audit key")
+    return key
 
 
 class NewEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +132,7 @@ async def append_many(conn: AsyncConnection, clock: Clock, new: Sequence[NewEntr
     """
     if not new:
         return []
+    key = _connection_key(conn)
     heads = await audit_log.lock_heads(conn, {item.stream for item in new})
     ts = rfc3339(clock.now())
     entries, rows = [], []
@@ -116,7 +146,7 @@ async def append_many(conn: AsyncConnection, clock: Clock, new: Sequence[NewEntr
             request_id=actor.request_id,
             details=_encoder.encode(dict(item.details or {})).decode(),
         )
-        digest = entry_hash(prev_hash, entry)
+        digest = entry_hash(prev_hash, entry, key)
         row = msgspec.structs.asdict(entry)
         row["prev_hash"], row["entry_hash"] = prev_hash, digest
         rows.append(row)
@@ -152,12 +182,30 @@ class ChainBreak(msgspec.Struct, frozen=True):
 
 
 class ChainVerifier:
-    """Checks one stream's rows, fed in seq order, without holding them all in memory."""
+    """Checks one stream's rows, fed in seq order, without holding them all in memory.
 
-    def __init__(self, stream: str) -> None:
+    A stream may begin with entries written before the chain was keyed (their links made
+    by :func:`legacy_entry_hash`). They are accepted only as an unbroken prefix that a
+    keyed entry then follows: that entry's MAC covers its seq and its ``prev_hash``, the
+    prefix's last hash, so it anchors the prefix (server/audit_upgrade.py writes one per
+    stream when the keyed build first starts). Editing the prefix, even recomputing every
+    unkeyed link, no longer leads to the anchored hash; an unkeyed entry after a keyed
+    one is refused; and unkeyed entries that no keyed entry follows fail :meth:`finish`.
+    """
+
+    def __init__(self, stream: str, key: bytes) -> None:
         self.stream = stream
+        self._key = key
         self.expected_seq = 1
         self.prev = GENESIS_HASH
+        self.legacy = 0  # unkeyed entries read, all before the first keyed one
+        self._keyed = False
+        self._first_id: int | None = None
+
+    @property
+    def unanchored(self) -> bool:
+        """Unkeyed entries were read and no keyed entry follows them (yet)."""
+        return self.legacy > 0 and not self._keyed
 
     def feed(self, row: Mapping) -> ChainBreak | None:
         """Check the next row; returns the break it shows, or None."""
@@ -167,14 +215,38 @@ class ChainVerifier:
                                     "(an entry is missing or was inserted)")
         if row["prev_hash"] != self.prev:
             return self._break(row, "prev_hash does not match the entry before")
-        digest = entry_hash(self.prev, entry)
-        if row["entry_hash"] != digest:
-            return self._break(row, "the entry was altered")
+        digest = entry_hash(self.prev, entry, self._key)
+        # Offline checks: no timing oracle to hide.
+        if row["entry_hash"] == digest:
+            self._keyed = True
+        elif legacy_entry_hash(self.prev, entry) != row["entry_hash"]:
+            return self._break(row, "the entry was altered, or its link was not made "
+                                    "with this master key")
+        elif self._keyed:
+            return self._break(row, "the entry was altered or forged: its link is "
+                                    "unkeyed, after keyed ones (only entries from "
+                                    "before the audit key may be unkeyed)")
+        else:
+            digest = row["entry_hash"]
+            self.legacy += 1
+            if self._first_id is None:
+                self._first_id = row["id"]
         self.expected_seq, self.prev = self.expected_seq + 1, digest
         return None
 
     def finish(self, head: tuple[int, str] | None) -> ChainBreak | None:
-        """Check the end of the stream against its head (catches a truncated tail)."""
+        """Check the end of the stream: against its head (catches a truncated tail), and
+        that no unkeyed entries are left without a keyed one after them."""
+        broken = self.check_head(head)
+        if broken is None and self.unanchored:
+            return ChainBreak(self.stream, 1, self._first_id,
+                              f"entries 1-{self.legacy} have unkeyed links and no keyed "
+                              "entry anchors them (start this build's server once to "
+                              "anchor them; if it has run, the anchor was removed)")
+        return broken
+
+    def check_head(self, head: tuple[int, str] | None) -> ChainBreak | None:
+        """The stream's end against its head row."""
         last = self.expected_seq - 1
         if head is None or tuple(head) == (last, self.prev):
             return None
@@ -188,14 +260,21 @@ class ChainVerifier:
         return ChainBreak(self.stream, self.expected_seq, row["id"], reason)
 
 
-async def verify(conn: AsyncConnection) -> AsyncIterator[ChainBreak | str]:
-    """Verify every stream; yields each stream's name when it holds, or its first break."""
+async def walk(conn: AsyncConnection, stream: str, key: bytes
+               ) -> tuple[ChainVerifier, ChainBreak | None]:
+    """Feed one stream's rows, in seq order, to a verifier; stops at the first break."""
+    checker = ChainVerifier(stream, key)
+    async for row in audit_log.stream_rows(conn, stream):
+        if (broken := checker.feed(row)) is not None:
+            return checker, broken
+    return checker, None
+
+
+async def verify(conn: AsyncConnection, key: bytes) -> AsyncIterator[ChainBreak | str]:
+    """Verify every stream under the audit key; yields each stream's name when it
+    holds, or its first break."""
     heads = await audit_log.heads(conn)
     for stream in sorted(set(heads) | set(await audit_log.streams(conn))):
-        checker = ChainVerifier(stream)
-        broken = None
-        async for row in audit_log.stream_rows(conn, stream):
-            if (broken := checker.feed(row)) is not None:
-                break
+        checker, broken = await walk(conn, stream, key)
         broken = broken or checker.finish(heads.get(stream))
         yield broken if broken is not None else stream

@@ -6,8 +6,10 @@
   ``session_absolute_seconds`` after sign-in, whichever comes first. Activity is
   recorded at most once per :data:`TOUCH_EVERY` to spare a write per request; requests
   that are not the user's doing (WebSocket pings, background polling) do not count.
-* Five failed sign-ins for one email lock it for 15 minutes (configurable), whether the
-  email exists or not, so the answer never tells which emails exist.
+* Each attempt is counted before its password is hashed, per email from this address,
+  per address and per email (:mod:`server.sign_in_limits`), whether the email exists or
+  not, so the answer never tells which emails exist and racing attempts cannot slip
+  past the lock. Only after the right password is a deactivated member told so.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from server.errors import AppError, ErrorCode
 from server.passwords import PasswordHashing
 from server.read_batch import ReadBatcher
 from server.settings import Settings
+from server.sign_in_limits import Reservation, SignInLimits
 from server.store import accounts as account_store
 from server.store import sessions as session_store
 from server.store.db import Database
@@ -33,6 +36,7 @@ from server.store.db import Database
 # Activity is written at most this often; idle expiry is exact to within this much.
 TOUCH_EVERY = timedelta(seconds=30)
 WRONG_LOGIN = "wrong email or password"
+DEACTIVATED = "Your account was deactivated by an administrator."
 
 
 class StaffPrincipal(msgspec.Struct, frozen=True):
@@ -76,6 +80,7 @@ class StaffAuth:
         self._hashing = hashing
         self._master = master
         self._sessions = ReadBatcher(db, session_store.staff_sessions)
+        self._limits = SignInLimits(db, settings, master)
 
     async def login(self, email: str, password: str, actor: Actor
                     ) -> tuple[str, StaffPrincipal]:
@@ -83,52 +88,45 @@ class StaffAuth:
 
         Raises:
             AppError: ``unauthenticated`` for a wrong email or password (the same answer
-                for both), ``rate_limited`` while the email is locked.
+                for both); ``rate_limited`` while a sign-in limit is reached (the right
+                password included) or too many sign-ins from this address or for this
+                email are already running; ``account_deactivated`` for the right password
+                of a deactivated member (never for a wrong one: no enumeration).
         """
         email = normalise_email(email)
-        key = self._master.blind_index("login", "-", email)
-        now = self._clock.now()
-        async with self._db.read() as conn:
-            throttle = await session_store.throttle(conn, key)
-            member = await account_store.staff_by_email(conn, email)
-        locked = throttle is not None and throttle["locked_until"] is not None
-        if locked and throttle["locked_until"] > now:
-            await self._audit_failure(member, actor, "locked")
-            retry_ms = int((throttle["locked_until"] - now).total_seconds() * 1000)
-            raise AppError(ErrorCode.RATE_LIMITED,
-                           "too many failed sign-ins; try again later", retry_after_ms=retry_ms)
-        stored = member["password_hash"] if member is not None else None
-        good = await self._hashing.verify(stored, password)
-        if not good or member is None or not member["active"]:
-            await self._record_failure(key, member, actor, reset=locked)
-            raise AppError(ErrorCode.UNAUTHENTICATED, WRONG_LOGIN)
-        return await self._open_session(key, member, password, actor)
+        address = actor.ip or "-"
+        with self._limits.in_flight(email, address):
+            async with self._db.read() as conn:
+                member = await account_store.staff_by_email(conn, email)
+            try:
+                reservation = await self._limits.reserve(email, address, self._clock.now())
+            except AppError:
+                await self._audit_failure(member, actor, {"reason": "locked"})
+                raise
+            stored = member["password_hash"] if member is not None else None
+            try:
+                good = await self._hashing.verify(stored, password)
+            except AppError:  # the hash pool is full: the attempt was never checked
+                await self._limits.refund(reservation)
+                raise
+            if not good or member is None:
+                reason = "unknown_email" if member is None else "wrong_password"
+                await self._audit_failure(member, actor, {
+                    "reason": reason, "failures": reservation.failures})
+                raise AppError(ErrorCode.UNAUTHENTICATED, WRONG_LOGIN)
+            if not member["active"]:  # the attempt stays counted, as a failure
+                await self._audit_failure(member, actor, {"reason": "inactive"})
+                raise AppError(ErrorCode.ACCOUNT_DEACTIVATED, DEACTIVATED)
+            return await self._open_session(reservation, member, password, actor)
 
-    async def _record_failure(self, key: str, member, actor: Actor,
-                              reset: bool) -> None:
-        now = self._clock.now()
-        async with self._db.write() as conn:
-            if reset:  # the previous lock has run out: count afresh
-                await session_store.clear_throttle(conn, key)
-            failures = await session_store.record_failure(conn, key, now)
-            if failures >= self._settings.login_max_failures:
-                await session_store.lock(
-                    conn, key, now + timedelta(seconds=self._settings.login_lock_seconds))
-            reason = "unknown_email" if member is None else (
-                "inactive" if not member["active"] else "wrong_password")
-            await audit.append(
-                conn, self._clock, stream=_stream(member), actor=actor, action="auth.login",
-                object_type="staff", object_id=member["id"] if member else None,
-                outcome="denied", details={"reason": reason, "failures": failures})
-
-    async def _audit_failure(self, member, actor: Actor, reason: str) -> None:
+    async def _audit_failure(self, member, actor: Actor, details: dict) -> None:
         async with self._db.write() as conn:
             await audit.append(
                 conn, self._clock, stream=_stream(member), actor=actor, action="auth.login",
                 object_type="staff", object_id=member["id"] if member else None,
-                outcome="denied", details={"reason": reason})
+                outcome="denied", details=details)
 
-    async def _open_session(self, key: str, member, password: str,
+    async def _open_session(self, reservation: Reservation, member, password: str,
                             actor: Actor) -> tuple[str, StaffPrincipal]:
         new_hash = None
         if self._hashing.needs_rehash(member["password_hash"]):
@@ -136,7 +134,7 @@ class StaffAuth:
         token, sid = new_session_token()
         now = self._clock.now()
         async with self._db.write() as conn:
-            await session_store.clear_throttle(conn, key)
+            await SignInLimits.succeeded(conn, reservation)
             if new_hash is not None:
                 await account_store.set_password_hash(conn, member["id"], new_hash)
             await session_store.insert_session(
@@ -183,7 +181,10 @@ class StaffAuth:
         sid = session_id(token)
         now = self._clock.now()
         row = await self._sessions.get(sid)  # shares a query with lookups arriving together
-        if row is None or not row["active"] or session_over(row, now, self._settings):
+        if row is not None and not row["active"]:
+            # Only the holder of this (signed-in) session learns why it ended.
+            raise AppError(ErrorCode.ACCOUNT_DEACTIVATED, DEACTIVATED)
+        if row is None or session_over(row, now, self._settings):
             raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; sign in again")
         if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
             async with self._db.write() as conn:

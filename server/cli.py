@@ -15,9 +15,12 @@ import secrets
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from server import audit, logs
-from server.crypto import CryptoError, load_master_key
+from server.crypto import CryptoError, MasterKey, load_master_key
 from server.errors import AppError, ErrorCode
 from server.passwords import check_policy
 from server.protocol import CreatePatientRequest
@@ -69,8 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--account", required=True, help="account name (created if new)")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default=None, help="display name (default: the email)")
-    admin.add_argument("--sms-number", default=None, help="the account's SMS number")
+    admin.add_argument("--sms-number", default=None, help="the account's own SMS number")
     admin.set_defaults(run=_create_admin)
+
+    number = commands.add_parser("set-sms-number",
+                                 help="assign an account its own SMS number, or clear it")
+    number.add_argument("--account", required=True, help="account name")
+    choice = number.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--number", help="E.164, e.g. +14155550100")
+    choice.add_argument("--clear", action="store_true",
+                        help="no number of its own: it texts from the shared number")
+    number.set_defaults(run=_set_sms_number)
 
     commands.add_parser("rotate-key", help="give every account a new data key").set_defaults(
         run=_rotate_key)
@@ -100,6 +112,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not env_has("public_url"):
         overrides["public_url"] = f"http://{_url_host(args.host)}:{args.port}"
     settings = from_env(**overrides)
+    _private_demo_files(settings.database_url)
     master = load_master_key(settings.master_key, settings.master_key_file, create=True)
     migrate.upgrade(settings.database_url)
     password = asyncio.run(_seed_demo(settings, master))
@@ -108,7 +121,8 @@ def _demo(args: argparse.Namespace) -> int:
 SecureChat demo
   Console:   {base}/   (staff sign-in below)
   API:       {base}/api   (health: {base}/healthz, WebSocket: {base.replace("http", "ws", 1)}/ws)
-  Phones:    {base}/dev/phone   (what the SMS simulator sent; answer as a patient)
+  Phones:    {base}/dev/phone   (the patients' phones: texts both ways; answer as one)
+{_demo_patients_text()}
   Sign in:   {DEMO_ADMIN}
   Password:  {password}
   Try it:    curl -si -c /tmp/sc.cookies -H 'content-type: application/json' \\
@@ -117,6 +131,32 @@ SecureChat demo
 """, flush=True)
     _run_server(settings, master, args.host, args.port)
     return 0
+
+
+def _private_demo_files(database_url: str) -> None:
+    """The demo's SQLite files readable by their owner only: new ones are made 0600 in
+    a 0700 directory (server/store/db.py); ones made world-readable by earlier versions
+    are tightened here, and so is the demo's own ``./data`` directory (never a directory
+    an operator chose: that may be shared)."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    path = Path(url.database)
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            file.chmod(0o600)
+    data = Path(DEMO_MASTER_KEY_FILE).parent
+    if data.is_dir() and path.parent.resolve() == data.resolve():
+        data.chmod(0o700)
+
+
+def _demo_patients_text() -> str:
+    """The seeded patients with the dates of birth their secure page asks for: fictional
+    people, printed so a demo user can pass the check (never logged)."""
+    width = max(len(name) for name, _, _ in DEMO_PATIENTS)
+    return "\n".join(
+        f"  {'Patients:' if i == 0 else '':<11}{name:<{width}}  born {born}   phone {phone}"
+        for i, (name, phone, born) in enumerate(DEMO_PATIENTS))
 
 
 async def _seed_demo(settings: Settings, master: bytes) -> str:
@@ -193,14 +233,18 @@ def _run_server(settings: Settings, master: bytes, host: str, port: int) -> None
     import uvicorn
 
     from server.app import create_app
+    from server.web.protocols import protocol_classes
 
     logs.configure(settings.log_level)
+    # uvicorn's own refusals (a malformed request, a broken WebSocket handshake) carry
+    # the security headers too; ws is uvicorn's websockets-sansio protocol.
+    http, ws = protocol_classes(hsts=settings.secure_cookies)
     config = uvicorn.Config(
         create_app(settings, master), host=host, port=port, lifespan="on",
-        log_config=None, access_log=False,
+        log_config=None, access_log=False, http=http,
         # Compression off (it costs 25-100 KB per socket and opens CRIME-style attacks);
         # frames over 64 KiB close with 1009 (the protocol's limit).
-        ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=64 * 1024,
+        ws=ws, ws_per_message_deflate=False, ws_max_size=64 * 1024,
         timeout_graceful_shutdown=10,
     )
     server = _draining_server_class()(config)
@@ -222,13 +266,16 @@ def _create_admin(args: argparse.Namespace) -> int:
     settings = from_env()
     master = load_master_key(settings.master_key, settings.master_key_file, create=False)
     password = _read_password()
-    check_policy(password)  # before the account is made, so a refusal leaves nothing
+    # Before the account is made, so a refusal leaves nothing.
+    check_policy(password, (args.email, args.name or "", args.account))
 
     async def run(services: Services) -> str:
         if await services.accounts.email_taken(args.email):  # before making an account
             raise AppError(ErrorCode.CONFLICT, "a staff member with this email exists")
+        number = args.sms_number and await services.accounts.checked_number(
+            args.sms_number, _number_check(settings))
         account_id, _ = await services.accounts.ensure_account(
-            args.account, sms_number=args.sms_number)
+            args.account, sms_number=number or None)
         await services.accounts.create_staff(account_id, email=args.email,
                                              name=args.name or args.email, role="admin",
                                              password=password)
@@ -236,6 +283,49 @@ def _create_admin(args: argparse.Namespace) -> int:
 
     print(_with_services(settings, master, run))
     return 0
+
+
+def _set_sms_number(args: argparse.Namespace) -> int:
+    settings = from_env()
+    master = load_master_key(settings.master_key, settings.master_key_file, create=False)
+    async def run(services: Services) -> tuple[str, str | None]:
+        account_id = await services.accounts.account_id(args.account)
+        return account_id, await services.accounts.assign_sms_number(
+            account_id, None if args.clear else args.number, verify=_number_check(settings))
+
+    account_id, number = _with_services(settings, master, run)
+    if number is None:
+        print(f"account {account_id}: no SMS number of its own; it texts from the shared "
+              "number, and replies reach it when it texted that phone last")
+    else:
+        print(f"account {account_id}: SMS number {number}; replies to it reach this account")
+    return 0
+
+
+def _number_check(settings: Settings):
+    """With Twilio, a number is assigned only if the Twilio account holds it
+    (IncomingPhoneNumbers): a typo would otherwise route nobody's replies, or someone
+    else's. The simulator holds every number."""
+    if settings.sms_provider != "twilio":
+        return None
+    from server.sms.base import TransientFailure
+    from server.sms.twilio import TwilioProvider
+
+    async def holds(number: str) -> bool:
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        twilio = TwilioProvider(account_sid=settings.twilio_account_sid,
+                                auth_token=settings.twilio_auth_token,
+                                api_base=settings.twilio_api_base, status_callback="")
+        try:
+            return await twilio.owns_number(number)
+        except TransientFailure as exc:
+            raise AppError(ErrorCode.UNAVAILABLE,
+                           f"Twilio could not be asked whether it holds the number "
+                           f"({exc.error_code}); try again") from None
+        finally:
+            await twilio.close()
+
+    return holds
 
 
 def _read_password() -> str:
@@ -259,13 +349,16 @@ def _rotate_key(args: argparse.Namespace) -> int:
 
 def _audit_verify(args: argparse.Namespace) -> int:
     settings = from_env()
+    # The chain is keyed by the master key: verifying needs it (and so does forging).
+    master = load_master_key(settings.master_key, settings.master_key_file, create=False)
+    key = MasterKey(master).audit_key
 
     async def run() -> int:
         db = Database(settings.database_url)
         failures = 0
         try:
             async with db.read() as conn:
-                async for result in audit.verify(conn):
+                async for result in audit.verify(conn, key):
                     if isinstance(result, audit.ChainBreak):
                         failures += 1
                         print(f"FAIL {result}")

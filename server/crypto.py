@@ -3,13 +3,15 @@
 Pure apart from :func:`load_master_key`. The hierarchy:
 
 * the **master key** (32 bytes, from ``MASTER_KEY``/``MASTER_KEY_FILE``) never touches
-  the database; HKDF derives from it a key-encryption key (KEK) and a blind-index key;
+  the database; HKDF derives from it a key-encryption key (KEK), a blind-index key and
+  the audit log's MAC key;
 * each account has **data keys** (DEKs), stored only wrapped by the KEK; the newest one
   encrypts, every one still decrypts (``securechat rotate-key`` adds one);
 * every PHI value is an **envelope** ``version | key_id | nonce | ciphertext+tag``
   (AES-256-GCM, fresh 96-bit random nonce). The associated data is the envelope header
-  plus a *context* naming the row and column, so a ciphertext copied to another row,
-  or changed by one bit, fails to open.
+  plus a *context* naming the row and column (for a message body, also its channel,
+  direction and seq), so a ciphertext copied to another row, a row relabelled, or a
+  ciphertext changed by one bit, fails to open.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-ENVELOPE_VERSION = 1
+# 2: a message body's context also names its channel, direction and seq (issue 13).
+# Version 1 envelopes (written before) still open, under the context they were sealed
+# for; the version byte is in the associated data, so it cannot be changed to downgrade.
+ENVELOPE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _HEADER = struct.Struct(">BI")  # version (1 byte), data key id (uint32)
 NONCE_BYTES = 12  # GCM's native 96-bit nonce (NIST SP 800-38D 8.2.2: random IVs)
 KEY_BYTES = 32  # AES-256
@@ -63,7 +69,7 @@ def load_master_key(key_b64: str | None, key_file: str | None, *, create: bool) 
         path = Path(key_file)
         source = f"SECURECHAT_MASTER_KEY_FILE ({path})"
         if not path.exists() and create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as out:
                 out.write(base64.b64encode(os.urandom(KEY_BYTES)).decode() + "\n")
@@ -93,6 +99,8 @@ class MasterKey:
             raise CryptoError("the master key must be 32 bytes")
         self._kek = AESGCM(_derive(key, b"securechat/kek/v1"))
         self._blind_key = _derive(key, b"securechat/blind-index/v1")
+        # Keys the audit log's hash chain (server/audit.py): HMAC-SHA256 links.
+        self.audit_key = _derive(key, b"securechat/audit-mac/v1")
 
     def wrap(self, data_key: bytes, account_id: str) -> bytes:
         """Encrypt a data key under the KEK, bound to its account."""
@@ -147,9 +155,15 @@ def envelope_key_id(envelope: bytes) -> int:
     if len(envelope) < _HEADER.size + NONCE_BYTES + 16:
         raise DecryptError("envelope is truncated")
     version, key_id = _HEADER.unpack_from(envelope)
-    if version != ENVELOPE_VERSION:
+    if version not in READABLE_VERSIONS:
         raise DecryptError(f"envelope version {version} is not supported")
     return key_id
+
+
+def envelope_version(envelope: bytes) -> int:
+    """The format version ``envelope`` was sealed under (its first byte; checked when it
+    is opened), which says which context a message body was bound to."""
+    return envelope[0] if envelope else 0
 
 
 def open_envelope(key: AESGCM, envelope: bytes, context: str) -> bytes:
@@ -179,8 +193,18 @@ def _ids(context: str) -> str:
 # --- contexts: which row and column a ciphertext belongs to -------------------------------
 
 def message_body_context(account_id: str, conversation_id: str, message_id: str,
-                         sender: str) -> str:
-    return f"msg/v1|{account_id}|{conversation_id}|{message_id}|{sender}"
+                         sender: str, channel: str, direction: str, seq: int, *,
+                         version: int = ENVELOPE_VERSION) -> str:
+    """A message body's place: its row, sender, channel, direction and seq, so a secure
+    message relabelled as an SMS (or inbound, or moved in the thread) fails to open.
+
+    ``version`` is the envelope's (:func:`envelope_version`): version 1 bodies were
+    bound to their row and sender only, and are read with that context.
+    """
+    if version == 1:
+        return f"msg/v1|{account_id}|{conversation_id}|{message_id}|{sender}"
+    return (f"msg/v2|{account_id}|{conversation_id}|{message_id}|{sender}|{channel}|"
+            f"{direction}|{seq}")
 
 
 def patient_field_context(account_id: str, patient_id: str, field: str) -> str:

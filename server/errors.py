@@ -14,6 +14,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_FRAME = "invalid_frame"
     INVALID_REQUEST = "invalid_request"
     UNAUTHENTICATED = "unauthenticated"
+    ACCOUNT_DEACTIVATED = "account_deactivated"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     CONFLICT = "conflict"
@@ -32,6 +33,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_FRAME: 400,
     ErrorCode.INVALID_REQUEST: 422,
     ErrorCode.UNAUTHENTICATED: 401,
+    # 401, not 403: the session is over and clients go back to sign-in, as for 401.
+    ErrorCode.ACCOUNT_DEACTIVATED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,

@@ -56,3 +56,7 @@ def configure(level: str) -> None:
     # handshake header, session cookies included, and the ends of every frame (message
     # bodies, patient names): that logger never goes below INFO.
     logging.getLogger("uvicorn.error").setLevel(max(logging.INFO, root.level))
+    # aiosqlite logs every call it runs at DEBUG, statement parameters included (password
+    # hashes, typed sign-in text): never below INFO either. SQLAlchemy's statement log
+    # stays at its own WARNING; raised, it would show no parameters (server/store/db.py).
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))

@@ -15,6 +15,7 @@ import unicodedata
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from server import password_blocklist
 from server.errors import AppError, ErrorCode, invalid
 
 # NIST SP 800-63B-4: at least 15 characters for a password-only account; no composition
@@ -28,12 +29,17 @@ def normalise(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def check_policy(password: str) -> None:
-    """Raises AppError(invalid_request) when a new password is unacceptable."""
+def check_policy(password: str, context: tuple[str, ...] = ()) -> None:
+    """Raises AppError(invalid_request) when a new password is unacceptable: outside the
+    length rules, or guessable (:mod:`server.password_blocklist`; ``context`` holds the
+    member's email and name and the account's names, which it must not contain)."""
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise invalid(f"password is longer than {MAX_PASSWORD_BYTES} bytes")
     if len(normalise(password)) < MIN_PASSWORD_CHARS:
         raise invalid(f"password must be at least {MIN_PASSWORD_CHARS} characters")
+    reason = password_blocklist.refusal(password, context)
+    if reason is not None:
+        raise invalid(reason)
 
 
 class PasswordHashing:

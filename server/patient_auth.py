@@ -18,8 +18,19 @@ from server.clock import Clock
 from server.errors import AppError, ErrorCode
 from server.read_batch import ReadBatcher
 from server.settings import Settings
+from server.store import links as link_store
 from server.store import sessions as session_store
 from server.store.db import Database
+
+
+class PortalOff(AppError):
+    """The session's account has turned its patient portal off (its sessions were ended
+    then); carries the clinic's name for the neutral "please call" page."""
+
+    def __init__(self, clinic_name: str) -> None:
+        super().__init__(ErrorCode.PORTAL_INACTIVE,
+                         "secure messaging is not available; please call your clinic")
+        self.clinic_name = clinic_name
 
 
 class PatientPrincipal(msgspec.Struct, frozen=True):
@@ -56,12 +67,16 @@ class PatientSessions:
 
     async def authenticate(self, token: str | None, *, activity: bool = True
                            ) -> PatientPrincipal:
-        """Raises AppError(unauthenticated) unless the token is a live patient session."""
+        """Raises AppError(unauthenticated) unless the token is a live patient session;
+        AppError(portal_inactive) for a session (live or ended) of an account whose
+        patient portal is off, so the page can say so rather than "verify again"."""
         if not token:
             raise AppError(ErrorCode.UNAUTHENTICATED, "verify first")
         sid = session_id(token)
         now = self._clock.now()
         row = await self._sessions.get(sid)  # shares a query with lookups arriving together
+        if row is not None and not row["portal_active"]:
+            raise PortalOff(row["clinic_name"])
         if row is None or session_over(row, now, self._settings):
             raise AppError(ErrorCode.UNAUTHENTICATED, "session expired; verify again")
         if activity and now - row["last_seen_at"] >= TOUCH_EVERY:
@@ -71,9 +86,13 @@ class PatientSessions:
                                 row["conversation_id"])
 
     async def end(self, principal: PatientPrincipal) -> None:
-        """The patient pressed "End session"."""
+        """The patient pressed "End session". The links issued so far then open only
+        with the one-time code as well (docs/security.md): whoever uses this browser
+        next cannot get back in from its history with the date of birth alone."""
+        now = self._clock.now()
         async with self._db.write() as conn:
-            await session_store.end_session(conn, principal.session_id, self._clock.now())
+            await session_store.end_session(conn, principal.session_id, now)
+            await link_store.session_ended(conn, principal.conversation_id, now)
             await audit.append(conn, self._clock, stream=principal.account_id,
                                actor=principal.actor(), action="patient.session_ended",
                                object_type="conversation",

@@ -27,3 +27,10 @@ def mask(e164: str) -> str:
     """Country code and last four digits only, e.g. ``+1 ••• •••• 0123``."""
     number = phonenumbers.parse(e164)
     return f"+{number.country_code} ••• •••• {e164[-4:]}"
+
+
+def readable(e164: str) -> str:
+    """The whole number as people write it, e.g. ``+1 415-555-0123`` (demo pages only:
+    everywhere else a phone is shown masked)."""
+    return phonenumbers.format_number(phonenumbers.parse(e164),
+                                      phonenumbers.PhoneNumberFormat.INTERNATIONAL)

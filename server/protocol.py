@@ -111,6 +111,9 @@ class PatientSummary(msgspec.Struct, frozen=True):
     masked_phone: str
     opted_out: bool = False  # replied STOP: no SMS can be sent
     unknown: bool = False  # made for an SMS from a number no patient had
+    # When the patient replied STOP (RFC 3339); None while opted in, or when the opt-out
+    # predates the date being recorded.
+    opted_out_at: str | None = None
 
 
 class ConversationSummary(msgspec.Struct, frozen=True, kw_only=True):

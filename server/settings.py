@@ -9,6 +9,7 @@ struct by injection (STYLE rule 9).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
@@ -42,8 +43,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # HIPAA automatic logoff (164.312(a)(2)(iii)): 15 min idle, 12 h absolute (issue 2).
     session_idle_seconds: int = 15 * 60
     session_absolute_seconds: int = 12 * 60 * 60
-    # Five failures lock an email for 15 minutes (issue 2; NIST allows up to 100).
+    # Sign-in guessing limits (docs/security.md, "Abuse limits"), each counted over
+    # `login_lock_seconds` and locking for as long: five failures for one email from one
+    # address (issue 2); 20 from one address across emails (a clinic's shared address
+    # absorbs a morning of typos; a guesser spraying emails stops after 20); 50 for one
+    # email from anywhere (half NIST 800-63B's ceiling of 100, and ten addresses' worth,
+    # so a distributed guesser is slowed while a single one cannot lock a colleague out).
     login_max_failures: int = 5
+    login_max_address_failures: int = 20
+    login_max_email_failures: int = 50
     login_lock_seconds: int = 15 * 60
     # argon2id: at most this many hashes at once (each takes 64 MiB) and this many waiting.
     password_hash_concurrency: int = 2
@@ -75,6 +83,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # earlier ones are unread (issue 4: 10 minutes).
     notify_window_seconds: int = 600
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Host names a request may name besides PUBLIC_URL's, ALLOWED_ORIGINS' and the
+    # loopback names (a port is ignored): anything else is refused (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    # `Authorization: Bearer <token>` that /metrics requires. Unset: /metrics answers only
+    # loopback clients of `securechat demo`, and nobody under `serve`.
+    metrics_token: str | None = None
     # Set by `securechat demo` only: creates the master key file and enables dev pages.
     demo: bool = False
 
@@ -91,6 +105,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                     f"{PREFIX}ALLOWED_ORIGINS: {origin!r} is not an origin "
                     "(scheme://host[:port], no path)"
                 )
+        for host in self.allowed_hosts:
+            if not _HOST.match(host):
+                raise SettingsError(f"{PREFIX}ALLOWED_HOSTS: {host!r} is not a host name "
+                                    "(host or host:port, no scheme)")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_METRICS_TOKEN:
+            raise SettingsError(f"{PREFIX}METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN} "
+                                "characters (e.g. `openssl rand -hex 32`)")
         if self.sms_provider == "twilio":
             for name in ("twilio_account_sid", "twilio_auth_token", "twilio_from"):
                 if not getattr(self, name):
@@ -106,7 +127,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError(f"{PREFIX}DEFAULT_REGION: {self.default_region!r} is not a "
                                 "region code such as US or GB")
         for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
-                     "login_max_failures", "password_hash_concurrency", "key_refresh_seconds",
+                     "login_max_failures", "login_max_address_failures",
+                     "login_max_email_failures", "password_hash_concurrency", "key_refresh_seconds",
                      "ws_rate_burst", "ws_outbox_frames", "ws_outbox_bytes",
                      "ws_max_per_address"):
             if getattr(self, name) < 1:
@@ -126,6 +148,37 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return frozenset({f"{parts.scheme}://{parts.netloc.lower()}"})
 
 
+    @property
+    def hosts(self) -> frozenset[str]:
+        """Host names a request's ``Host`` may carry (lower case, ports ignored):
+        PUBLIC_URL's, ALLOWED_ORIGINS', ALLOWED_HOSTS and the loopback names. A browser
+        sends its page's own host, so a rebinding page (evil.example resolving here) can
+        never send a loopback name: allowing them always keeps probes and local tools
+        working without opening that door. The port is no defence against rebinding
+        (the attacker's page can use ours), and proxies often drop it."""
+        names = set(LOOPBACK_HOSTS)
+        names.update(host_name(urlsplit(url).netloc)
+                     for url in (self.public_url, *self.allowed_origins))
+        names.update(host_name(host) for host in self.allowed_hosts)
+        return frozenset(names)
+
+
+def host_name(host: str) -> str:
+    """``host[:port]`` → ``host``, lower case (an IPv6 literal keeps its brackets)."""
+    host = host.lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] or host
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() else host
+
+
+# A bare host or host:port (an IPv6 literal in brackets); no scheme, path or user.
+_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# 16 characters of a random token is at least 64 bits even in hex.
+MIN_METRICS_TOKEN = 16
+
+
 def _check_url(field: str, value: str, schemes: tuple[str, ...], need_host: bool = False) -> None:
     parts = urlsplit(value)
     if parts.scheme.split("+")[0] not in schemes or (need_host and not parts.hostname):
@@ -136,7 +189,7 @@ def _check_url(field: str, value: str, schemes: tuple[str, ...], need_host: bool
 
 
 _FIELDS = {name: name.upper() for name in Settings.__struct_fields__}
-_LIST_FIELDS = {"allowed_origins"}
+_LIST_FIELDS = {"allowed_origins", "allowed_hosts"}
 _BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 

@@ -11,7 +11,7 @@ import httpx
 
 from server.clock import FakeClock
 from server.web.api import AUDIT_COLUMNS
-from tests.conftest import ORIGIN, Clinic, RunningServer
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
 
 # PHI of a patient made through the API; none of it may reach the audit log.
 CANARY_NAME = "Quillon Canarywick"
@@ -94,6 +94,26 @@ async def test_filters_and_paging(server: RunningServer, clinic: Clinic,
         assert len(everything) < 1000
 
 
+async def test_patient_filter(server: RunningServer, clinic: Clinic, clock: FakeClock
+                              ) -> None:
+    """``patient_id`` keeps the entries about that patient (created, messaged, the thread
+    read), none about another patient; another account's patient matches nothing here."""
+    async with server.login(clinic.admin_email) as client:
+        patient_id, conversation_id = await make_activity(client, clock)
+        about = await entries(client, patient_id=patient_id, limit="1000")
+        assert {e["action"] for e in about} == {"patient.created", "message.sent",
+                                                "conversation.history_read"}
+        assert all(e["object_id"] in (patient_id, conversation_id)
+                   or conversation_id in e["details"] for e in about)
+        fixture = await entries(client, patient_id=clinic.patient_id, limit="1000")
+        assert [e["object_id"] for e in fixture] == [clinic.patient_id]  # created only
+        both = await entries(client, patient_id=patient_id, action="message.sent")
+        assert [e["action"] for e in both] == ["message.sent"]
+    other = await make_clinic(server.services)
+    async with server.login(other.admin_email) as client:
+        assert await entries(client, patient_id=patient_id, limit="1000") == []
+
+
 async def test_bad_query_parameters_are_422(server: RunningServer, clinic: Clinic) -> None:
     """A non-integer or out-of-range ``limit`` or ``before_seq`` is 422 naming it."""
     async with server.login(clinic.admin_email) as client:
@@ -111,7 +131,8 @@ async def test_free_text_filters_are_refused_before_they_are_audited(
     an action name or an id (a name typed in the wrong box) is 422 and never recorded."""
     async with server.login(clinic.admin_email) as client:
         for params, name in (({"action": "Pat Example"}, "action"),
-                             ({"actor_id": "Pat Example"}, "actor_id")):
+                             ({"actor_id": "Pat Example"}, "actor_id"),
+                             ({"patient_id": "Pat Example"}, "patient_id")):
             response = await client.get("/api/audit", params=params)
             assert response.status_code == 422, (params, response.text)
             assert response.json()["error"]["message"].startswith(name)

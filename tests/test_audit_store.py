@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server.audit import SYSTEM_STREAM, Actor, AuditEntry, entry_hash
 from server.clock import FakeClock
+from server.crypto import MasterKey
 from server.errors import AppError
 from server.protocol import Sender, SendRequest
 from server.services.container import Services, build_services
@@ -193,7 +194,8 @@ async def test_verify_passes_then_names_an_edited_entry(private_services: Servic
 
 async def test_an_edit_with_a_recomputed_hash_is_found_at_the_next_entry(
         private_services: Services, private_url: str, master_key: bytes) -> None:
-    """Rewriting a row's hash to match its edit breaks the link from the entry after it."""
+    """Rewriting a row's hash to match its edit (even with the key) breaks the link from
+    the entry after it."""
     clinic = await make_traffic(private_services)
     rows = await stream_rows(private_services, clinic.account_id)
     target, following = rows[3], rows[4]
@@ -202,7 +204,8 @@ async def test_an_edit_with_a_recomputed_hash_is_found_at_the_next_entry(
     await as_attacker(private_services.db, update(audit_log)
                       .where(audit_log.c.id == target["id"])
                       .values(actor_id="someone-else",
-                              entry_hash=entry_hash(target["prev_hash"], forged)))
+                              entry_hash=entry_hash(target["prev_hash"], forged,
+                                                    MasterKey(master_key).audit_key)))
     code, out = await audit_verify(private_url, master_key)
     assert code == 1, out
     assert (f"at seq {following['seq']} (entry id {following['id']}): "

@@ -56,8 +56,8 @@ async def drain(stream: asyncio.StreamReader, seen: list[str]) -> None:
 # --- demo ---------------------------------------------------------------------------------
 
 async def test_demo_serves_and_prints_a_working_login(tmp_path: Path) -> None:
-    """``demo`` creates a 0600 master key, prints a login that works, serves until told to
-    stop, and shuts down gracefully."""
+    """``demo`` creates a 0600 master key, prints a login that works and the seeded
+    patients' dates of birth, serves until told to stop, and shuts down gracefully."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server", "demo", "--port", str(port), cwd=tmp_path,
@@ -77,6 +77,9 @@ async def test_demo_serves_and_prints_a_working_login(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         assert f"API:       {base}/api" in "".join(out)
         assert f"Console:   {base}/ " in "".join(out)
+        # the seeded patients' dates of birth: the secure page cannot be passed without them
+        for name, born in (("Alex Rivera", "1984-03-12"), ("Sam Chen", "1991-11-02")):
+            assert re.search(rf"{name}\s+born {born}", "".join(out)), "".join(out)
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
             console = await client.get("/")

@@ -31,7 +31,7 @@ from server.crypto import (
 
 MASTER = bytes(range(32))
 DATA_KEY = AESGCM(bytes(range(100, 132)))
-CONTEXT = message_body_context("acct-1", "conv-7", "msg-42", "staff-3")
+CONTEXT = message_body_context("acct-1", "conv-7", "msg-42", "staff-3", "secure", "outbound", 5)
 PLAINTEXT = b"Patient reports chest pain since Tuesday; DOB 1970-01-01."
 ENVELOPE = seal(DATA_KEY, 7, PLAINTEXT, CONTEXT)
 HEADER_BYTES = 5  # version byte + uint32 key id
@@ -216,8 +216,8 @@ def test_envelope_key_id_refuses_short_or_unknown_envelopes() -> None:
     """Too short to hold a tag, or an unknown version: DecryptError, not a wrong key id."""
     with pytest.raises(DecryptError, match="truncated"):
         envelope_key_id(ENVELOPE[: HEADER_BYTES + NONCE_BYTES + 15])
-    with pytest.raises(DecryptError, match="version 2"):
-        envelope_key_id(bytes([2]) + ENVELOPE[1:])
+    with pytest.raises(DecryptError, match="version 3"):
+        envelope_key_id(bytes([3]) + ENVELOPE[1:])
 
 
 def test_the_ciphertext_does_not_contain_the_plaintext() -> None:
@@ -227,9 +227,14 @@ def test_the_ciphertext_does_not_contain_the_plaintext() -> None:
 
 
 @pytest.mark.parametrize("other", [
-    message_body_context("acct-1", "conv-7", "msg-43", "staff-3"),  # another message
-    message_body_context("acct-1", "conv-7", "msg-42", "patient-9"),  # another sender
-    message_body_context("acct-2", "conv-7", "msg-42", "staff-3"),  # another account
+    message_body_context("acct-1", "conv-7", "msg-43", "staff-3", "secure", "outbound", 5),
+    message_body_context("acct-1", "conv-7", "msg-42", "patient-9", "secure", "outbound", 5),
+    message_body_context("acct-2", "conv-7", "msg-42", "staff-3", "secure", "outbound", 5),
+    message_body_context("acct-1", "conv-7", "msg-42", "staff-3", "sms", "outbound", 5),
+    message_body_context("acct-1", "conv-7", "msg-42", "staff-3", "secure", "inbound", 5),
+    message_body_context("acct-1", "conv-7", "msg-42", "staff-3", "secure", "outbound", 6),
+    message_body_context("acct-1", "conv-7", "msg-42", "staff-3", "secure", "outbound", 5,
+                         version=1),  # the row's placement left out
     patient_field_context("acct-1", "conv-7", "msg-42"),  # another table
 ])
 def test_an_envelope_moved_to_another_context_does_not_open(other: str) -> None:
@@ -242,9 +247,10 @@ def test_an_envelope_moved_to_another_context_does_not_open(other: str) -> None:
 def test_decrypt_error_names_ids_but_not_the_plaintext() -> None:
     """The error helps an operator find the row and holds no PHI."""
     with pytest.raises(DecryptError) as info:
-        open_envelope(DATA_KEY, ENVELOPE, message_body_context("acct-1", "c", "m", "s"))
+        open_envelope(DATA_KEY, ENVELOPE, message_body_context("acct-1", "c", "m", "s",
+                                                               "sms", "inbound", 1))
     message = str(info.value)
-    assert "msg/v1" in message and "acct-1" in message
+    assert "msg/v2" in message and "acct-1" in message
     assert "chest pain" not in message
 
 

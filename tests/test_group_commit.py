@@ -75,7 +75,7 @@ async def stored(services: Services, conversation_id: str) -> list[tuple[int, st
 
 async def chain_holds(services: Services, *streams: str) -> None:
     async with services.db.read() as conn:
-        results = [r async for r in audit.verify(conn)]
+        results = [r async for r in audit.verify(conn, services.keyring.master.audit_key)]
     broken = [r for r in results if isinstance(r, audit.ChainBreak) and r.stream in streams]
     assert broken == []
     assert set(streams) <= {r for r in results if isinstance(r, str)}
@@ -124,7 +124,7 @@ async def test_a_refused_send_does_not_fail_the_rest_of_its_batch(services: Serv
     portal_off = await make_clinic(services, portal_active=False, phone="+14155550132")
     stopped = await make_clinic(services, phone="+14155550133")
     async with services.db.write() as conn:
-        await sms_store.set_opted_out(conn, stopped.patient_id, True)
+        await sms_store.set_opted_out(conn, stopped.patient_id, True, services.clock.now())
     first = await outcome(services.messaging, clinic, "resent")
     assert isinstance(first, SendResult)
     admin = Sender("staff", clinic.admin_id, "Admin")

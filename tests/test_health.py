@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from server.app import create_app
 from server.clock import FakeClock
-from server.settings import from_env
+from server.settings import Settings, from_env
 from server.store import migrate
 from tests.conftest import ORIGIN, PG_ADMIN_URL, Clinic, RunningServer
 from tests.serving import serve_app
@@ -23,6 +23,16 @@ from tests.serving import serve_app
 CANARY_NAME = "Ottoline Canaryfeather"
 CANARY_PHONE = "(415) 555-0173"
 CANARY_BODY = "canary-metrics Zanzibar dosage"
+# /metrics needs the operator's token outside the demo (docs/operations.md).
+METRICS_TOKEN = "health-test-metrics-token-0123"
+BEARER = {"authorization": f"Bearer {METRICS_TOKEN}"}
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """conftest's settings, with a metrics token."""
+    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
+                    password_hash_concurrency=2, metrics_token=METRICS_TOKEN)
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +76,8 @@ async def node_on_scratch_database(master_key: bytes, clock: FakeClock
     try:
         url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         await asyncio.to_thread(migrate.upgrade, url)
-        settings = from_env({}, database_url=url, allowed_origins=[ORIGIN])
+        settings = from_env({}, database_url=url, allowed_origins=[ORIGIN],
+                            metrics_token=METRICS_TOKEN)
         app = create_app(settings, master_key, clock=clock)
         async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield client, name
@@ -87,7 +98,7 @@ async def test_readyz_names_an_unreachable_store(postgresql_url: str, master_key
         assert down.json() == {"status": "unavailable",
                                "checks": {"store": "unavailable", "broker": "ok"}}
         assert (await client.get("/healthz")).status_code == 200
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=BEARER)).text
         assert re.search(r"^securechat_store_up 0\.0$", metrics, re.MULTILINE)
 
 
@@ -119,7 +130,7 @@ async def test_metrics_are_prometheus_text_without_phi(server: RunningServer,
         await client.post(path, json={"client_msg_id": "metrics-1", "body": CANARY_BODY})
         await client.get(path)
         await client.get("/readyz")
-        response = await client.get("/metrics")
+        response = await client.get("/metrics", headers=BEARER)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
@@ -152,7 +163,7 @@ async def test_every_response_has_the_security_headers(server: RunningServer,
         responses = {
             "healthz": await anonymous.get("/healthz"),
             "readyz": await anonymous.get("/readyz"),
-            "metrics": await anonymous.get("/metrics"),
+            "metrics": await anonymous.get("/metrics", headers=BEARER),
             "401": await anonymous.get("/api/me"),
             "403 origin": await anonymous.post("/api/patients", headers={"origin": "null"}),
             "404 unmatched": await anonymous.get("/no/such/page"),

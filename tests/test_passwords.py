@@ -13,6 +13,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from server.errors import AppError, ErrorCode
+from server.password_blocklist import refusal
 from server.passwords import (
     MAX_PASSWORD_BYTES,
     MIN_PASSWORD_CHARS,
@@ -21,7 +22,8 @@ from server.passwords import (
     normalise,
 )
 
-PASSPHRASE = "correct horse battery staple"
+PASSPHRASE = "velvet tundra pilots ninety lanterns"
+FIFTEEN = "velvet tundra p"  # exactly MIN_PASSWORD_CHARS, and not guessable
 # 64 characters of mixed scripts, accents and an emoji.
 UNICODE_PASSPHRASE = "Grüße aus Zürich — 東京の夜 🌙 παράθυρο открытое окно ñandú ¡olé olé!"
 GATED = "the password whose hashing waits for the test"
@@ -80,16 +82,17 @@ def policy_error(password: str) -> AppError:
 
 def test_passwords_shorter_than_15_characters_are_refused() -> None:
     """NIST SP 800-63B-4: single-factor passwords need at least 15 characters."""
-    error = policy_error("a" * (MIN_PASSWORD_CHARS - 1))
+    error = policy_error(FIFTEEN[:-1])
     assert error.code == ErrorCode.INVALID_REQUEST
     assert "15" in error.message
-    check_policy("a" * MIN_PASSWORD_CHARS)
+    check_policy(FIFTEEN)
 
 
 def test_passwords_over_1024_bytes_are_refused() -> None:
     """The limit is in bytes: 1,024 ASCII characters pass, one more does not."""
-    check_policy("a" * MAX_PASSWORD_BYTES)
-    assert policy_error("a" * (MAX_PASSWORD_BYTES + 1)).code == ErrorCode.INVALID_REQUEST
+    longest = (PASSPHRASE * 40)[:MAX_PASSWORD_BYTES - 3] + " up"
+    check_policy(longest)
+    assert policy_error(longest + "!").code == ErrorCode.INVALID_REQUEST
 
 
 def test_the_length_cap_counts_bytes_not_characters() -> None:
@@ -107,17 +110,18 @@ def test_a_64_character_unicode_passphrase_is_accepted() -> None:
 
 @hypothesis_settings(max_examples=200, deadline=None)
 @given(password=st.text(max_size=40) | st.text(alphabet="aé東🌙", min_size=250, max_size=600))
-def test_policy_is_exactly_the_two_length_rules(password: str) -> None:
-    """Accepted iff at least 15 characters (after NFKC) and at most 1,024 bytes."""
-    acceptable = (len(unicodedata.normalize("NFKC", password)) >= MIN_PASSWORD_CHARS
-                  and len(password.encode()) <= MAX_PASSWORD_BYTES)
+def test_policy_is_the_two_length_rules_then_the_blocklist(password: str) -> None:
+    """Refused when under 15 characters (after NFKC) or over 1,024 bytes; within them,
+    refused only by the blocklist, and then with its reason."""
+    within = (len(unicodedata.normalize("NFKC", password)) >= MIN_PASSWORD_CHARS
+              and len(password.encode()) <= MAX_PASSWORD_BYTES)
     try:
         check_policy(password)
     except AppError as error:
         assert error.code == ErrorCode.INVALID_REQUEST
-        assert not acceptable
+        assert not within or error.message == refusal(password)
     else:
-        assert acceptable
+        assert within and refusal(password) is None
 
 
 # --- hashing and verifying ---------------------------------------------------------------------

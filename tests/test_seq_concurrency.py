@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from server.audit import Actor, ChainVerifier
+from server.crypto import MasterKey
 from server.protocol import Sender, SendRequest
 from server.services.container import Services, build_services
 from server.settings import from_env
@@ -60,9 +61,11 @@ async def conversation_last_seq(services: Services, conversation_id: str) -> int
             conversations.c.id == conversation_id))).scalar_one()
 
 
-async def check_audit_stream(services: Services, account_id: str) -> list[int]:
-    """Verify the account's audit chain and return the seqs its message.sent entries name."""
-    checker = ChainVerifier(account_id)
+async def check_audit_stream(services: Services, account_id: str, master_key: bytes
+                             ) -> list[int]:
+    """Verify the account's audit chain (keyed, server/audit.py) and return the seqs its
+    message.sent entries name."""
+    checker = ChainVerifier(account_id, MasterKey(master_key).audit_key)
     seqs = []
     async with services.db.read() as conn:
         async for row in audit_store.stream_rows(conn, account_id):
@@ -106,7 +109,8 @@ async def run_two_senders(database_url: str, master_key: bytes, clinic: Clinic,
 
 
 async def assert_two_process_outcome(services: Services, clinic: Clinic, count: int,
-                                     outputs: list[str], *, interleaved: bool) -> None:
+                                     outputs: list[str], master_key: bytes, *,
+                                     interleaved: bool) -> None:
     total = 2 * count
     assert outputs == [f"DONE {count} 0\n"] * 2
     stored = await stored_seqs(services, clinic.conversation_id)
@@ -114,7 +118,8 @@ async def assert_two_process_outcome(services: Services, clinic: Clinic, count: 
     assert {cid for _, cid in stored} == {f"{p}-{i}" for p in ("p1", "p2")
                                           for i in range(count)}
     assert await conversation_last_seq(services, clinic.conversation_id) == total
-    assert await check_audit_stream(services, clinic.account_id) == list(range(1, total + 1))
+    assert await check_audit_stream(services, clinic.account_id, master_key) == list(
+        range(1, total + 1))
     if interleaved:
         # The processes really overlapped: their messages interleave in seq order. (Not
         # asked of SQLite: its busy-wait lets one process's writes starve the other's.)
@@ -132,7 +137,8 @@ async def test_two_processes_on_postgresql_get_seqs_1_to_1000(postgresql_url: st
         clinic = await make_clinic(services)
         outputs = await run_two_senders(postgresql_url, master_key, clinic, count=500,
                                         in_flight=4)
-        await assert_two_process_outcome(services, clinic, 500, outputs, interleaved=True)
+        await assert_two_process_outcome(services, clinic, 500, outputs, master_key,
+                                         interleaved=True)
 
 
 @pytest.mark.slow
@@ -143,11 +149,13 @@ async def test_two_processes_on_sqlite_get_gapless_seqs(sqlite_url: str,
         clinic = await make_clinic(services)
         outputs = await run_two_senders(sqlite_url, master_key, clinic, count=150,
                                         in_flight=3)
-        await assert_two_process_outcome(services, clinic, 150, outputs, interleaved=False)
+        await assert_two_process_outcome(services, clinic, 150, outputs, master_key,
+                                         interleaved=False)
 
 
 async def test_concurrent_sends_in_one_process_are_gapless(services: Services,
-                                                           clinic: Clinic) -> None:
+                                                           clinic: Clinic,
+                                                           master_key: bytes) -> None:
     """Many sends at once, some of them resends, give the distinct messages seqs 1..N;
     each resend answers with its original's seq and gives its own seq back."""
     distinct = 120
@@ -172,5 +180,5 @@ async def test_concurrent_sends_in_one_process_are_gapless(services: Services,
     stored = await stored_seqs(services, clinic.conversation_id)
     assert stored == sorted((m.seq, cid) for cid, m in originals.items())
     assert await conversation_last_seq(services, clinic.conversation_id) == distinct
-    assert await check_audit_stream(services, clinic.account_id) == list(
+    assert await check_audit_stream(services, clinic.account_id, master_key) == list(
         range(1, distinct + 1))

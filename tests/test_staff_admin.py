@@ -130,8 +130,9 @@ async def test_staff_role_is_forbidden(server: RunningServer, clinic: Clinic) ->
 
 async def test_deactivation_signs_the_member_out_everywhere(server: RunningServer,
                                                             clinic: Clinic) -> None:
-    """The member's open socket closes with 4401 at once, their cookie stops working and
-    they cannot sign in again."""
+    """The member's open socket closes with 4401 at once, their cookie stops working
+    (saying why: ``account_deactivated``) and they cannot sign in again: the right
+    password says deactivated, a wrong one answers as for anyone (no enumeration)."""
     async with server.login(clinic.staff_email) as nurse:
         cookie = "; ".join(f"{name}={value}" for name, value in nurse.cookies.items())
         async with connect(server.url, cookie) as ws:
@@ -143,8 +144,16 @@ async def test_deactivation_signs_the_member_out_everywhere(server: RunningServe
             code, _ = await ws.close_code(timeout=5)
             assert code == 4401
         me = await nurse.get("/api/me")
-        assert (me.status_code, error_code(me)) == (401, "unauthenticated")
+        assert (me.status_code, error_code(me)) == (401, "account_deactivated")
     async with server.client() as client:
         login = await client.post("/api/auth/login", json={"email": clinic.staff_email,
                                                            "password": PASSWORD})
-    assert (login.status_code, error_code(login)) == (401, "unauthenticated")
+        wrong = await client.post("/api/auth/login", json={
+            "email": clinic.staff_email, "password": "not the password, but long enough"})
+        unknown = await client.post("/api/auth/login", json={
+            "email": "nobody-" + clinic.staff_email,
+            "password": "not the password, but long enough"})
+    assert (login.status_code, error_code(login)) == (401, "account_deactivated")
+    assert "set-cookie" not in login.headers
+    assert (wrong.status_code, wrong.json()) == (unknown.status_code, unknown.json())
+    assert error_code(wrong) == "unauthenticated"

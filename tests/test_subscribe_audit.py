@@ -7,17 +7,18 @@ import asyncio
 
 from server.audit import Actor, ChainVerifier
 from server.clock import FakeClock
+from server.crypto import MasterKey
 from server.services.audit_batch import AuditBatcher
 from server.services.container import Services
 from server.store import audit_log as audit_store
 from tests.conftest import make_clinic
 
 
-async def _check_chain(services: Services, stream: str) -> list[dict]:
+async def _check_chain(services: Services, stream: str, master_key: bytes) -> list[dict]:
     async with services.db.read() as conn:
         heads = await audit_store.heads(conn)
         rows = [dict(row) async for row in audit_store.stream_rows(conn, stream)]
-    checker = ChainVerifier(stream)
+    checker = ChainVerifier(stream, MasterKey(master_key).audit_key)
     for row in rows:
         assert checker.feed(row) is None
     assert checker.finish(heads.get(stream)) is None
@@ -25,7 +26,7 @@ async def _check_chain(services: Services, stream: str) -> list[dict]:
 
 
 async def test_entries_arriving_together_commit_once_each_in_its_chain(
-        services: Services, clock: FakeClock) -> None:
+        services: Services, clock: FakeClock, master_key: bytes) -> None:
     one, two = await make_clinic(services), await make_clinic(services)
     batcher = AuditBatcher(services.db, clock)
     actor = Actor("staff", "someone", "127.0.0.1")
@@ -36,14 +37,14 @@ async def test_entries_arriving_together_commit_once_each_in_its_chain(
         for i in range(10) for clinic in (one, two)))
     assert batcher.transactions == 1
     for clinic in (one, two):
-        rows = await _check_chain(services, clinic.account_id)
+        rows = await _check_chain(services, clinic.account_id, master_key)
         subscribed = [row for row in rows if row["action"] == "conversation.subscribed"]
         assert [row["details"] for row in subscribed] == \
             [f'{{"after_seq":{i}}}' for i in range(10)]
 
 
 async def test_a_batch_is_bounded_and_later_entries_take_the_next(
-        services: Services, clock: FakeClock) -> None:
+        services: Services, clock: FakeClock, master_key: bytes) -> None:
     clinic = await make_clinic(services)
     batcher = AuditBatcher(services.db, clock, max_batch=4)
     await asyncio.gather(*(
@@ -52,7 +53,7 @@ async def test_a_batch_is_bounded_and_later_entries_take_the_next(
         for i in range(10)))
     assert batcher.transactions == 3
     await batcher.flush()
-    rows = await _check_chain(services, clinic.account_id)
+    rows = await _check_chain(services, clinic.account_id, master_key)
     assert [row["object_id"] for row in rows
             if row["action"] == "conversation.subscribed"] == [str(i) for i in range(10)]
 

@@ -2,7 +2,7 @@
 // the phone (no localStorage, no service worker); the page holds messages in the DOM only,
 // and drops them when the session ends or the page is left.
 import { ChatSocket } from "../shared/socket.js";
-import { ServerFrame, isRetryable } from "../shared/protocol.js";
+import { ErrorCode, ServerFrame, isRetryable } from "../shared/protocol.js";
 import { Thread } from "./thread.js";
 
 const TYPING_SEND_MS = 2000; // the server relays at most one typing notice per 2 s
@@ -17,6 +17,7 @@ let conversationId = null;
 let lastTypingSent = 0;
 let typingTimer = null;
 let lastReadSent = 0;
+let over = false; // the page now says why it is over (session ended or portal off)
 
 const STATES = {
   connecting: "Connecting…",
@@ -62,6 +63,10 @@ function handle(frame) {
       typingTimer = setTimeout(() => { typingLine.textContent = ""; }, TYPING_SHOW_MS);
       break;
     case ServerFrame.ERROR:
+      if (frame.code === ErrorCode.PORTAL_INACTIVE) {
+        portalOff("");
+        break;
+      }
       // Retryable refusals are resent by the socket; the reply stays "Sending…".
       if (frame.client_msg_id && !isRetryable(frame.code)) {
         thread.failed(frame.client_msg_id, frame.message);
@@ -69,6 +74,10 @@ function handle(frame) {
       break;
     case ServerFrame.SUBSCRIBED:
       markRead();
+      break;
+    case ServerFrame.ACCOUNT:
+      // Sent only when the clinic turns secure messaging off; the socket closes next.
+      if (frame.portal_active === false) portalOff(frame.clinic_name);
       break;
     case ServerFrame.READ:
     case ServerFrame.PONG:
@@ -86,19 +95,57 @@ function markRead() {
 }
 
 // The session is over (idle or absolute limit, ended elsewhere, link revoked): nothing
-// of the conversation stays on the page, which says how to start again.
-function endOfSession() {
+// of the conversation stays on the page, which says how to start again. When it ended
+// because the clinic turned secure messaging off while this page was away, the chat
+// page's own answer (409) says so instead.
+async function endOfSession() {
+  if (over) return;
+  over = true;
   socket.stop();
   thread.clear();
+  try {
+    const answer = await fetch("/s/chat", { credentials: "same-origin" });
+    if (answer.status === 409) {
+      over = false;
+      portalOff(clinicFrom(await answer.text()));
+      return;
+    }
+  } catch {
+    // Offline: the general advice below holds either way.
+  }
+  showEnd("ended", "Session ended", "Your secure session has ended",
+    "To read your messages again, open the link from your text message and verify again.");
+}
+
+// The clinic turned secure messaging off: the page empties and says to call. Nothing can
+// be sent or read here until the clinic turns it on again and texts a new link.
+function portalOff(clinic) {
+  if (over) return;
+  over = true;
+  socket.stop();
+  thread.clear();
+  showEnd("portal-off", "Secure messaging not available", "Secure messaging is not available",
+    `Please call ${clinic || "your clinic"}.`);
+}
+
+function clinicFrom(page) {
+  const text = new DOMParser().parseFromString(page, "text/html")
+    .querySelector("#portal-off p")?.textContent || "";
+  return text.replace(/^Please call /, "").replace(/\.$/, "");
+}
+
+function showEnd(id, title, headingText, adviceText) {
   const heading = document.createElement("h1");
-  heading.id = "ended";
+  heading.id = id;
   heading.tabIndex = -1;
-  heading.textContent = "Your secure session has ended";
+  heading.textContent = headingText;
   const advice = document.createElement("p");
-  advice.textContent =
-    "To read your messages again, open the link from your text message and verify again.";
-  document.getElementById("main").replaceChildren(heading, advice);
-  document.title = "Session ended";
+  advice.textContent = adviceText;
+  const box = document.createElement("div");
+  box.className = "notice";
+  box.append(heading, advice);
+  document.getElementById("main").replaceChildren(box);
+  document.title = title;
   heading.focus();
 }
 

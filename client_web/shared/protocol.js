@@ -45,6 +45,7 @@ export const ErrorCode = Object.freeze({
   INVALID_FRAME: "invalid_frame",
   INVALID_REQUEST: "invalid_request",
   UNAUTHENTICATED: "unauthenticated",
+  ACCOUNT_DEACTIVATED: "account_deactivated",
   FORBIDDEN: "forbidden",
   NOT_FOUND: "not_found",
   CONFLICT: "conflict",

@@ -1,5 +1,6 @@
-// Account settings (admins): patient portal, clinic name, SMS number, link lifetime and
-// the one-time-code requirement. "Save settings" sends only what changed
+// Account settings (admins): patient portal, clinic name, link lifetime and the
+// one-time-code requirement; the clinic's SMS number is shown read-only (the operator
+// assigns it: whoever sets it reads the replies to it, docs/operations.md). "Save settings" sends only what changed
 // (PUT /api/account/settings); turning the portal off is confirmed first, since every
 // open console loses its Secure Chat toggle at once.
 import { FormErrors, confirmDialog, field, general, h } from "./admin-ui.js";
@@ -7,6 +8,13 @@ import { FormErrors, confirmDialog, field, general, h } from "./admin-ui.js";
 const TTL_MIN = 1; // server/protocol.py SettingsUpdate.secure_link_ttl_hours: 1–720
 const TTL_MAX = 720;
 const CLINIC_NAME_MAX = 200;
+
+// server/sms/outbox.py NOTIFICATION with the link cut short (tests/staff/
+// test_admin_clinic_name.py compares it with the SMS the simulator delivers).
+function notificationSample(name) {
+  const clinic = name.trim() || "Your clinic";
+  return `${clinic}: you have a new secure message. View it at ${location.origin}/s/…`;
+}
 
 export async function showSettings(root, { api }) {
   const status = h("p", { class: "admin-status", role: "status", id: "settings-status" });
@@ -29,12 +37,16 @@ export async function showSettings(root, { api }) {
   const portal = h("input", { type: "checkbox", role: "switch", id: "settings-portal" });
   const clinicName = h("input", { type: "text", id: "settings-clinic-name", required: true,
                                   maxlength: CLINIC_NAME_MAX, autocomplete: "organization" });
-  const smsNumber = h("input", { type: "tel", id: "settings-sms-number", inputmode: "tel",
-                                 autocomplete: "off" });
+  const smsNumber = h("input", { type: "text", id: "settings-sms-number", readonly: true,
+                                 class: "admin-readonly" });
   const ttl = h("input", { type: "number", id: "settings-ttl", min: TTL_MIN, max: TTL_MAX,
                            step: 1, inputmode: "numeric", required: true });
   const requireCode = h("input", { type: "checkbox", role: "switch", id: "settings-code" });
   const save = h("button", { type: "submit", class: "admin-primary", text: "Save settings" });
+  // The secure-message alert exactly as sent, following the name as it is typed.
+  const sample = h("span", { class: "admin-sms-sample", id: "settings-clinic-sample" });
+  const showSample = () => { sample.textContent = notificationSample(clinicName.value); };
+  clinicName.addEventListener("input", showSample);
 
   const actions = h("div", { class: "admin-actions" }, save, status);
   const form = h("form", { class: "admin-form", id: "settings-form",
@@ -59,11 +71,16 @@ export async function showSettings(root, { api }) {
     h("fieldset", { class: "admin-card" },
       h("legend", { text: "Clinic" }),
       field("Clinic name", clinicName, {
-        hint: "Shown to patients on the secure page and at the start of every text.",
+        hint: ["Heads the patient's secure page and starts the texts SecureChat sends " +
+               "for you (secure-message alerts, new links, one-time codes, the reply to " +
+               "HELP); texts staff write go out as typed. A patient receives:", sample],
       }).wrap,
       field("SMS number", smsNumber, {
-        hint: "The clinic's texting number in international (E.164) format, e.g. " +
-              "+14155550100. Patients' texts to it arrive here. Leave empty for none.",
+        hint: ["Assigned by whoever runs your SecureChat server (",
+               h("code", { text: "securechat set-sms-number" }),
+               "); ask them to change it. Patients' replies to it arrive here. Without " +
+               "one, texts go out from the shared number, and a reply reaches the " +
+               "clinic that texted that patient from it last."],
       }).wrap)),
     actions);
   loading.replaceWith(form);
@@ -76,9 +93,10 @@ export async function showSettings(root, { api }) {
   function fill(values) {
     portal.checked = Boolean(values.portal_active);
     clinicName.value = values.clinic_name || "";
-    smsNumber.value = values.sms_number || "";
+    smsNumber.value = values.sms_number || "None: texts go from the shared number";
     ttl.value = String(values.secure_link_ttl_hours ?? "");
     requireCode.checked = Boolean(values.require_code);
+    showSample();
   }
   fill(saved);
   let busy = false;
@@ -92,17 +110,12 @@ export async function showSettings(root, { api }) {
       errors.show("secure_link_ttl_hours",
                   `Enter a whole number of hours from ${TTL_MIN} to ${TTL_MAX}.`);
     }
-    const number = smsNumber.value.trim();
-    if (number && !/^\+?[0-9 ().-]{4,24}$/.test(number)) {
-      errors.show("sms_number", "Enter a phone number such as +14155550100.");
-    }
     if (errors.shown.length) return null;
     const now = {
-      portal_active: portal.checked, clinic_name: name, sms_number: number || null,
+      portal_active: portal.checked, clinic_name: name,
       secure_link_ttl_hours: hours, require_code: requireCode.checked,
     };
-    const before = { ...saved, sms_number: saved.sms_number ?? null,
-                     require_code: Boolean(saved.require_code) };
+    const before = { ...saved, require_code: Boolean(saved.require_code) };
     const diff = {};
     for (const [key, value] of Object.entries(now)) {
       if (value !== before[key]) diff[key] = value;
@@ -145,7 +158,6 @@ export async function showSettings(root, { api }) {
       saved = await api.put("/api/account/settings", diff);
       if (!root.isConnected) return;
       fill(saved);
-  let busy = false;
       status.textContent = "Settings saved";
     } catch (error) {
       status.textContent = "";

@@ -54,16 +54,19 @@ export class Api {
     }
     let code = "http_" + response.status;
     let message = `The server answered ${response.status}.`;
+    let retryAfterMs = null;
     try {
       const answer = await response.json();
       if (answer && answer.error) {
         code = answer.error.code || code;
         message = answer.error.message || message;
+        retryAfterMs = answer.error.retry_after_ms ?? null;
       }
     } catch {
       // not JSON (a proxy's error page): keep the generic message
     }
     const error = new ApiError(response.status, code, message);
+    error.retryAfterMs = retryAfterMs; // rate_limited: when to try again
     if (response.status === 401 && signOutOn401 && this.onUnauthenticated) {
       this.onUnauthenticated(error);
     }

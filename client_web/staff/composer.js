@@ -9,7 +9,13 @@
 //   switch stays on (secure only), with it off nothing can be sent.
 // * Unknown number (an SMS from a number no patient has): no date of birth to verify,
 //   so no Secure Chat; SMS only.
-import { h, icon } from "./dom.js";
+// * Held (`#held-draft`): the switch went away (portal off, patient unknown, a secure
+//   send refused) while it was on over a draft. That draft is never sent as SMS by the
+//   Enter meant for Secure Chat: Enter and Send only point to the alert's choice (send
+//   it as SMS after a second confirmation, or discard it); emptying the box lifts the
+//   hold, and Secure Chat coming back turns the switch on again for it.
+import { h, icon, longDate } from "./dom.js";
+import { HeldDraftAlert } from "./held-draft.js";
 import { count, describe } from "./segments.js";
 
 export class Composer {
@@ -18,6 +24,7 @@ export class Composer {
     this.onTyping = onTyping;
     this.portalActive = false;
     this.patient = {};
+    this.held = null; // why the draft is held ("portal" | "unknown"), or null
     this.build();
   }
 
@@ -46,7 +53,10 @@ export class Composer {
       + "SMS only.");
     this.portalOff = h("p", { id: "portal-off", class: "composer-note", hidden: true },
       "Secure Chat needs the patient portal. Ask an administrator to turn it on.");
+    this.heldAlert = new HeldDraftAlert({ onSendAsSms: () => this.sendHeldAsSms(),
+                                          onDiscard: () => this.discardHeld() });
     this.el = h("form", { id: "composer", class: "composer", novalidate: true },
+      this.heldAlert.el,
       this.warning,
       this.secureNote,
       this.optedOut,
@@ -73,6 +83,7 @@ export class Composer {
       }
     });
     this.input.addEventListener("input", () => {
+      this.heldAlert.textChanged();
       this.refresh();
       if (this.input.value) this.onTyping();
     });
@@ -95,8 +106,21 @@ export class Composer {
     return !this.patient.opted_out;
   }
 
+  // Why Secure Chat is unavailable now, in the held alert's words.
+  get lostReason() {
+    return this.portalActive ? "unknown" : "portal";
+  }
+
   refresh() {
     const secureAllowed = this.secureAllowed;
+    const drafted = this.input.value.trim() !== "";
+    // The switch is about to go while on over a draft: hold it (before the switch, and
+    // with it the channel the draft was written for, is forgotten below).
+    if (!secureAllowed && this.switchBox.isConnected && this.secure.checked && drafted) {
+      this.held = this.lostReason;
+    }
+    if (this.held && secureAllowed && drafted) this.secure.checked = true; // back to it
+    if (this.held && (secureAllowed || !drafted)) this.held = null;
     // The switch exists only when Secure Chat can be used at all.
     if (secureAllowed && !this.switchBox.isConnected) this.switchSlot.append(this.switchBox);
     if (!secureAllowed && this.switchBox.isConnected) {
@@ -112,15 +136,16 @@ export class Composer {
     const canSend = secure || this.smsAllowed;
 
     this.el.dataset.mode = secure ? "secure" : "sms";
-    this.warning.hidden = secure || !this.smsAllowed;
+    this.el.toggleAttribute("data-held", Boolean(this.held));
+    if (this.held) this.heldAlert.show(this.held, { smsAllowed: this.smsAllowed });
+    else if (!this.heldAlert.el.hidden) this.heldAlert.hide();
+    this.warning.hidden = secure || !this.smsAllowed || Boolean(this.held);
     this.secureNote.hidden = !secure;
     this.portalOff.hidden = this.portalActive;
     this.unknownNote.hidden = !(this.portalActive && this.patient.unknown);
     this.optedOut.hidden = this.smsAllowed;
-    this.optedOut.textContent = this.smsAllowed ? "" : (
-      "SMS is off: this patient replied STOP to our texts. " + (secureAllowed
-        ? "Secure Chat still works, but no text will tell them about a new message."
-        : "Nothing can be sent to them until they reply START."));
+    this.optedOut.textContent = this.smsAllowed ? "" : optedOutText(
+      longDate(this.patient.opted_out_at), secureAllowed);
     this.input.disabled = !canSend;
     this.sendButton.disabled = !canSend;
     this.input.placeholder = !canSend ? "Messages can't be sent to this patient"
@@ -137,23 +162,64 @@ export class Composer {
   }
 
   submit() {
+    if (this.held) {
+      this.heldAlert.point();
+      return;
+    }
+    this.deliver(this.secureAllowed && this.secure.checked);
+  }
+
+  deliver(secure) {
     const body = this.input.value.trim();
     if (!body || this.input.disabled) return;
-    const secure = this.secureAllowed && this.secure.checked;
     this.onSend(body, secure);
     this.input.value = "";
     this.secure.checked = false; // this message only
+    this.held = null;
     this.refresh();
     this.input.focus();
+  }
+
+  // The held alert's second, confirming click: the draft (as it now reads) goes as SMS.
+  sendHeldAsSms() {
+    if (!this.held || !this.smsAllowed) return;
+    this.held = null;
+    this.deliver(false);
+  }
+
+  discardHeld() {
+    this.clear();
+    this.focus();
+  }
+
+  // A secure send of ours was refused because the portal is off (e.g. one queued while
+  // offline, refused on reconnect): its text comes back here, held, when the box is
+  // empty. Returns whether it did (if not, the refused item in the thread keeps it).
+  holdRefused(body) {
+    if (this.input.value.trim() || this.secureAllowed) return false;
+    this.input.value = body;
+    this.held = this.lostReason;
+    this.refresh();
+    return true;
   }
 
   clear() {
     this.input.value = "";
     this.secure.checked = false;
+    this.held = null;
     this.refresh();
   }
 
   focus() {
     if (!this.input.disabled) this.input.focus();
   }
+}
+
+// What the composer says after STOP: when (in the reader's calendar, if known) and what
+// it means for each channel (docs/protocol.md "Opt-out").
+function optedOutText(date, secureAllowed) {
+  const stop = date ? `Replied STOP on ${date}: no SMS` : "Replied STOP: no SMS";
+  return secureAllowed
+    ? `${stop}; secure messages cannot be announced by text.`
+    : `${stop}, and Secure Chat is unavailable: nothing can be sent until they reply START.`;
 }

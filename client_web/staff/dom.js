@@ -82,6 +82,13 @@ export function fullTime(iso) {
     dateStyle: "full", timeStyle: "short" });
 }
 
+// A day in the reader's own calendar: "December 3, 2026" (en-US). Empty when unknown.
+export function longDate(iso) {
+  const moment = new Date(iso);
+  return !iso || Number.isNaN(moment.getTime()) ? "" : moment.toLocaleDateString([], {
+    year: "numeric", month: "long", day: "numeric" });
+}
+
 // "15 minutes", "1 minute", "6 seconds".
 export function duration(seconds) {
   if (seconds >= 60 && seconds % 60 === 0) {

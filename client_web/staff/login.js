@@ -68,6 +68,9 @@ function signInError(exc) {
   switch (exc.code) {
     case "unauthenticated":
       return "That email and password don't match an active account.";
+    case "account_deactivated": // said only after the right password
+      return "Your account was deactivated by an administrator. Ask an administrator "
+        + "of your clinic if you need it again.";
     case "rate_limited":
       return "Too many failed attempts. Wait 15 minutes, then try again.";
     case "network":

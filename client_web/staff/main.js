@@ -14,7 +14,7 @@ import { IdleGuard } from "./idle.js";
 import { Inbox } from "./inbox.js";
 import { ThreadView } from "./thread.js";
 import { ChatSocket } from "../shared/socket.js";
-import { ServerFrame } from "../shared/protocol.js";
+import { ErrorCode, ServerFrame } from "../shared/protocol.js";
 
 const DEFAULT_IDLE_SECONDS = 900; // the server's default, until /api/me says otherwise
 const CONNECTION_WORDS = {
@@ -24,6 +24,7 @@ const CONNECTION_WORDS = {
   closed: "Disconnected. Reload the page to try again.",
 };
 const SESSION_ENDED = "Your session ended. Sign in again.";
+const DEACTIVATED = "Your account was deactivated by an administrator.";
 const ADMIN_SECTIONS = { settings: "Settings", staff: "Staff", audit: "Audit log" };
 
 const topbar = document.getElementById("topbar");
@@ -95,7 +96,7 @@ function start(me) {
     onTimeout: () => idleSignOut(),
   });
   api.onActivity = () => idle.activity();
-  api.onUnauthenticated = () => endSession(SESSION_ENDED);
+  api.onUnauthenticated = (error) => endSession(whyEnded(error));
 
   session = { me, account, isAdmin, socket, inbox, thread, idle, workspace, adminView,
               connection, clinic, links, readyOnce: false };
@@ -129,6 +130,22 @@ async function idleSignOut() {
   endSession(`You were signed out after ${duration(seconds)} without activity.`);
 }
 
+// The socket closed with 4401: the session is over, and the server says why (only to
+// the holder of that session: deactivated, or just ended).
+async function signedOutBySocket() {
+  if (!session) return;
+  try {
+    await api.get("/api/me", { background: true, signOutOn401: false });
+    endSession(SESSION_ENDED); // the socket said it is over: so it is, here
+  } catch (error) {
+    endSession(whyEnded(error));
+  }
+}
+
+function whyEnded(error) {
+  return error && error.code === ErrorCode.ACCOUNT_DEACTIVATED ? DEACTIVATED : SESSION_ENDED;
+}
+
 function endSession(reason) {
   if (!session) return;
   const ending = session;
@@ -149,7 +166,7 @@ function endSession(reason) {
 function onState(state) {
   if (!session) return;
   if (state === "signed_out") {
-    endSession(SESSION_ENDED);
+    signedOutBySocket();
     return;
   }
   session.connection.textContent = CONNECTION_WORDS[state] || state;

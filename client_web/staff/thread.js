@@ -9,7 +9,8 @@
 // updates an item instead of adding one. Message text only ever becomes a text node.
 import { ServerFrame, isRetryable } from "../shared/protocol.js";
 import { Composer } from "./composer.js";
-import { h, icon, messageTime, fullTime } from "./dom.js";
+import { NewLinkButton } from "./new-link.js";
+import { h, icon, messageTime, fullTime, longDate } from "./dom.js";
 import { placeBySeq } from "../shared/order.js";
 
 const PAGE = 50;
@@ -21,13 +22,19 @@ const NEAR_TOP_PX = 150;
 // Statuses never go backwards: a late "sent" does not undo "read".
 const RANK = {
   sms: { queued: 1, sent: 2, delivered: 3, undelivered: 3, failed: 3 },
-  secure: { sent: 1, notified: 2, delivered: 3, read: 4 },
+  secure: { sent: 1, notified: 2, not_notified: 2, delivered: 3, read: 4 },
 };
 const WORDS = {
   sms: { queued: "Queued", sent: "Sent", delivered: "Delivered",
          undelivered: "Not delivered", failed: "Failed" },
   secure: { sent: "Sent", notified: "Sent · patient notified by text",
+            not_notified: "Not notified: no text could tell the patient about it",
             delivered: "Delivered", read: "Read" },
+};
+// Why a secure message's notification was not sent (`not_notified`'s error_code; a
+// replayed message has none, docs/protocol.md).
+const NOTIFY_ERRORS = {
+  opted_out: "Not notified: the patient replied STOP, so no text tells them about it",
 };
 // Carrier error codes staff meet most (Twilio's numbering).
 const SMS_ERRORS = {
@@ -83,6 +90,7 @@ export class ThreadView {
     this.back = h("a", { class: "back", href: "#/inbox", "aria-label": "Back to inbox" },
                   h("span", { "aria-hidden": "true" }, "‹ "), "Inbox");
     this.notices = h("div", { class: "notices" });
+    this.newLink = new NewLinkButton(this.api, () => this.id);
     this.list = h("ol", { id: "thread", class: "thread" });
     this.older = h("button", { type: "button", class: "link load-older", hidden: true,
                                onclick: () => this.loadOlder() }, "Show earlier messages");
@@ -105,7 +113,7 @@ export class ThreadView {
     this.typingLine = h("p", { id: "typing", class: "typing", "aria-live": "polite" });
     this.conversation = h("div", { class: "conversation", hidden: true },
       h("header", { class: "thread-head" }, this.back,
-        h("div", { class: "thread-heading" }, this.title, this.sub)),
+        h("div", { class: "thread-heading" }, this.title, this.sub), this.newLink.el),
       this.notices,
       this.scroller,
       this.typingLine,
@@ -129,6 +137,8 @@ export class ThreadView {
     this.conversation.hidden = false;
     this.list.replaceChildren();
     this.notices.replaceChildren();
+    this.lockBanner = null;
+    this.newLink.reset();
     this.typingLine.textContent = "";
     this.older.hidden = true;
     this.info.textContent = "Loading messages…";
@@ -264,10 +274,15 @@ export class ThreadView {
     }
     if (patient.unknown) parts.push(h("span", { class: "tag tag-unknown" }, "Unknown number"));
     if (patient.opted_out) {
-      parts.push(h("span", { class: "tag tag-opted-out" }, "Opted out of SMS"));
+      // Short, to fit a phone's header; the date is in its tooltip and above the composer.
+      const date = longDate(patient.opted_out_at);
+      parts.push(h("span", { class: "tag tag-opted-out", id: "thread-opted-out",
+                             title: date ? `Replied STOP on ${date}` : "Replied STOP" },
+        "Opted out of SMS"));
     }
     this.sub.replaceChildren(...parts);
     this.composer.setState({ portalActive: this.account.portal_active, patient });
+    this.newLink.setState({ portalActive: this.account.portal_active, patient });
   }
 
   presence(conversationId, online) {
@@ -278,6 +293,8 @@ export class ThreadView {
   setAccount(account) {
     this.account = account;
     this.composer.setState({ portalActive: account.portal_active });
+    this.newLink.setState({ portalActive: account.portal_active,
+                            patient: this.summary?.patient });
   }
 
   // The connection went down or came back: our unsent messages say which.
@@ -385,6 +402,15 @@ export class ThreadView {
     li.classList.add("failed");
     li.dataset.status = "refused";
     status.textContent = REFUSALS[frame.code] || `Not sent: ${frame.message}`;
+    if (frame.code === "portal_inactive") {
+      // News of the account, perhaps before its `account` frame: the composer loses the
+      // switch, and a refused secure text comes back to it held, never resent as SMS.
+      this.account.portal_active = false;
+      this.composer.setState({ portalActive: false });
+      if (li.dataset.channel === "secure") {
+        this.composer.holdRefused(li.querySelector(".body").textContent);
+      }
+    }
   }
 
   setStatus(li, status, errorCode) {
@@ -399,7 +425,11 @@ export class ThreadView {
     if ((status === "failed" || status === "undelivered") && code) {
       text += SMS_ERRORS[code] ? `: ${SMS_ERRORS[code]} (error ${code})` : ` (error ${code})`;
     }
+    if (status === "not_notified" && code) {
+      text = NOTIFY_ERRORS[code] || `Not notified: the text to the patient failed (error ${code})`;
+    }
     li.classList.toggle("failed", status === "failed" || status === "undelivered");
+    li.classList.toggle("not-notified", status === "not_notified");
     li.querySelector(".status").textContent = text;
   }
 
@@ -428,15 +458,28 @@ export class ThreadView {
     return placeBySeq(this.list, li, seq);
   }
 
+  // Staff notices: `link_locked` shows the lock banner with its own "Send a new link";
+  // `link_resent` (from any console of the clinic) says on both buttons that it went.
   notice(frame) {
+    if (frame.notice === "link_resent") {
+      this.newLink.sent();
+      this.lockBanner?.sent();
+      return;
+    }
     if (frame.notice !== "link_locked") return;
     const text = "The secure link was locked after 5 wrong date-of-birth attempts. "
-      + "Send a new Secure Chat message to give the patient a fresh link.";
+      + "A new link reaches the patient by text within seconds and gives them 5 new "
+      + "tries; the locked link stays locked.";
     const dismiss = h("button", { type: "button", class: "link" }, "Dismiss");
-    const box = h("div", { class: "notice-banner", role: "alert" },
-      h("p", {}, h("strong", {}, "Link locked. "), text), dismiss);
+    this.lockBanner = new NewLinkButton(this.api, () => this.id);
+    this.lockBanner.setState({ portalActive: this.account.portal_active,
+                               patient: this.summary?.patient });
+    const box = h("div", { class: "notice-banner link-locked", role: "alert" },
+      h("p", {}, h("strong", {}, "Link locked. "), text),
+      h("div", { class: "notice-actions" }, this.lockBanner.el, dismiss));
     dismiss.addEventListener("click", () => {
       box.remove();
+      this.lockBanner = null;
       this.composer.focus();
     });
     this.notices.replaceChildren(box);

@@ -82,6 +82,19 @@ class NoticeEvent(Event, tag="n"):
     at: str
 
 
+class OptOutEvent(Event, tag="o"):
+    """The patient replied STOP (or START, or the provider reported the opt-out): staff
+    consoles show it at once. The conversation's position rides along so an inbox
+    update can be sent without reading the store; ``opted_out_at`` is empty when
+    opted in."""
+
+    opted_out: bool
+    opted_out_at: str
+    last_seq: int
+    inbound_count: int
+    last_activity_at: str
+
+
 class AccountChanged(msgspec.Struct, frozen=True, array_like=True, tag="a"):
     """An account's settings changed: its staff sockets get the new state. The clinic's
     name and the portal switch are no PHI."""
@@ -100,6 +113,6 @@ class SessionEnded(msgspec.Struct, frozen=True, array_like=True, tag="x"):
 
 
 AnyEvent = (MessageEvent | StatusEvent | TypingEvent | ReadEvent | PresenceEvent
-            | PresenceQuery | NoticeEvent | AccountChanged | SessionEnded)
+            | PresenceQuery | NoticeEvent | OptOutEvent | AccountChanged | SessionEnded)
 encode = msgspec.msgpack.Encoder().encode
 decode = msgspec.msgpack.Decoder(AnyEvent).decode

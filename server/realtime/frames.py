@@ -2,8 +2,11 @@
 
 Every refusal is an ``error`` frame with a code from the protocol's table, echoing the
 frame's ``ref`` and ``client_msg_id``; the connection lives on. Only ``send``,
-``subscribe``, ``typing`` and ``read`` count as user activity (pings do not: HIPAA
-automatic logoff counts what a person does, not what a browser does by itself).
+``subscribe``, ``typing`` and ``read`` count as user activity, and from a patient only
+``send`` and ``typing`` (pings do not: HIPAA automatic logoff counts what a person does,
+not what a browser does by itself; the patient page sends ``read`` by itself whenever
+a message arrives, and ``subscribe`` whenever it reconnects, so an untouched page would
+otherwise never idle out while staff keep writing).
 """
 
 from __future__ import annotations
@@ -120,7 +123,8 @@ class FrameHandler:
 
     async def _subscribe(self, conn: Connection, frame: Subscribe, actor: Actor) -> None:
         await self._authorise(conn, frame.conversation_id)
-        conn.last_activity = self._clock.now()
+        if not conn.is_patient:
+            conn.last_activity = self._clock.now()
         await self._hub.streams.audit_subscribe(conn.account_id, frame.conversation_id,
                                                 frame.after_seq, actor)
         last_seq = await self._hub.subscribe(conn, frame.conversation_id, frame.after_seq)
@@ -145,7 +149,8 @@ class FrameHandler:
 
     async def _read(self, conn: Connection, frame: Read) -> None:
         await self._authorise(conn, frame.conversation_id)
-        conn.last_activity = self._clock.now()
+        if not conn.is_patient:  # a patient's read receipts are automatic (see above)
+            conn.last_activity = self._clock.now()
         reader = Sender(conn.role, conn.user_id, conn.user_name)
         result = await self._hub.streams.mark_read(frame.conversation_id, reader, frame.seq)
         if result.seq == 0:

@@ -41,6 +41,7 @@ from server.protocol import (
     ConversationUpdate,
     Message,
     Notice,
+    PatientSummary,
     Presence,
     ReadNotice,
     Sender,
@@ -314,6 +315,7 @@ class Hub:
         self._broker_was_up = up
         if up:  # publications may have been lost while it was down
             self._sync_now.set()
+            self.streams.forget_summaries()  # an opt-out change among them
             for account_id, conversation_id in self._presence.local():
                 self._publish_presence(account_id, conversation_id, True)
             for account_id in list(self._by_account):  # what did the others announce?
@@ -359,12 +361,17 @@ class Hub:
                 self._on_presence(item)
             case events.PresenceQuery():
                 self._answer_presence(item)
+            case events.OptOutEvent():
+                await self._on_opt_out(item)
             case events.NoticeEvent():
                 self._to_staff(item.account_id, encode(Notice(
                     conversation_id=item.conversation_id, notice=item.notice, at=item.at)))
             case events.AccountChanged():
-                self._to_staff(item.account_id, encode(AccountState(
-                    portal_active=item.portal_active, clinic_name=item.clinic_name)))
+                frame = encode(AccountState(portal_active=item.portal_active,
+                                            clinic_name=item.clinic_name))
+                self._to_staff(item.account_id, frame)
+                if not item.portal_active:
+                    self._portal_off(item.account_id, frame)
             case events.SessionEnded():
                 for conn in list(self._by_session.get(item.session_id, ())):
                     conn.close(4401, "session ended")
@@ -459,19 +466,38 @@ class Hub:
         (another tab's badge clears too). The conversation is described as the newest
         of what the read saw and what this socket was last told, so it never goes back."""
         summary = await self.streams.summary(event.account_id, event.conversation_id)
-        if summary is None:
-            return
-        for conn in readers:
-            last_seq, inbound_count, at = event.last_seq, event.inbound_count, \
-                event.last_activity_at
-            known = conn.inbox.get(event.conversation_id)
+        if summary is not None:
+            self._refresh_inbox(readers, event.conversation_id, summary, (
+                event.last_seq, event.inbound_count, event.last_activity_at))
+
+    async def _on_opt_out(self, event: events.OptOutEvent) -> None:
+        """The patient replied STOP (or START): every staff socket of the account here
+        gets the conversation again with its new opt-out state."""
+        summary = await self.streams.opt_out_changed(
+            event.account_id, event.conversation_id, event.opted_out, event.opted_out_at)
+        staff = [c for c in self._by_account.get(event.account_id, ()) if not c.is_patient]
+        if summary is not None and staff:
+            self._refresh_inbox(staff, event.conversation_id, summary, (
+                event.last_seq, event.inbound_count, event.last_activity_at))
+
+    def _refresh_inbox(self, conns: list[Connection], conversation_id: str,
+                       summary: PatientSummary, state: tuple[int, int, str]) -> None:
+        """Send ``conns`` the conversation as the newest of ``state`` and what each was
+        last told, so it never goes back; one encoding per distinct frame."""
+        online = self.patient_online(conversation_id)
+        frames: dict[tuple[int, int, str, int], str] = {}
+        for conn in conns:
+            last_seq, inbound_count, at = state
+            known = conn.inbox.get(conversation_id)
             if known is not None and known[0] > last_seq:
                 last_seq, inbound_count, at = known
-            unread = max(0, inbound_count - conn.read_seen.get(event.conversation_id, 0))
-            self._push(conn, encode(ConversationUpdate(
-                id=event.conversation_id, patient=summary, last_activity_at=at,
-                last_seq=last_seq, unread=unread,
-                patient_online=self.patient_online(event.conversation_id))))
+            unread = max(0, inbound_count - conn.read_seen.get(conversation_id, 0))
+            key = (last_seq, inbound_count, at, unread)
+            if key not in frames:
+                frames[key] = encode(ConversationUpdate(
+                    id=conversation_id, patient=summary, last_activity_at=at,
+                    last_seq=last_seq, unread=unread, patient_online=online))
+            self._push(conn, frames[key])
 
     async def _relay(self, event, kind: str, user_id: str, name: str, build) -> None:
         """Typing and read notices go to the conversation's other followers."""
@@ -508,6 +534,15 @@ class Hub:
         for conn in list(self._by_account.get(account_id, ())):
             if not conn.is_patient:
                 self._push(conn, frame)
+
+    def _portal_off(self, account_id: str, frame: str) -> None:
+        """The portal went off: the account's patient sockets are told (the same
+        ``account`` frame staff get, so the page can say why) and closed; their
+        sessions were ended in the store by the settings change."""
+        for conn in list(self._by_account.get(account_id, ())):
+            if conn.is_patient:
+                conn.push(frame)
+                conn.close(4401, "secure messaging is not available")
 
     def _push(self, conn: Connection, frame: str) -> None:
         conn.push(frame)

@@ -40,10 +40,20 @@ class Sending:
         result = await self._messaging.send(
             account_id, sender, conversation_id, request, actor,
             patient_online=self._hub.patient_online(conversation_id),
-            on_stored=lambda stored: self._hub.publish(
-                message_event(self._hub.node_id, account_id, stored)))
+            on_stored=lambda stored: self._publish(account_id, stored))
         if not result.duplicate:
             self._metrics.messages_stored.labels(result.message.channel).inc()
             if result.sms_queued:
                 self._sms_worker.wake()  # an SMS or a notification is waiting
         return result
+
+    def _publish(self, account_id: str, stored: SendResult) -> None:
+        """The message; then, when its status has a reason (``not_notified``:
+        ``opted_out``), a ``status`` frame carrying it, as the message frame has none."""
+        self._hub.publish(message_event(self._hub.node_id, account_id, stored))
+        if stored.status_error is not None:
+            message = stored.message
+            self._hub.publish(events.StatusEvent(
+                self._hub.node_id, account_id, message.conversation_id, message.id,
+                message.status, message.created_at, stored.status_error,
+                channel=message.channel))

@@ -1,8 +1,15 @@
-"""Accounts, their settings, staff members and data-key rotation."""
+"""Accounts, their settings, staff members and data-key rotation.
+
+A clinic's own SMS number is not a setting its admin types: replies to a number go to
+the account holding it, so whoever sets it reads those replies. The operator assigns it
+(``securechat set-sms-number``, ``create-admin --sms-number``); the shared sending
+number can never be one account's (``server/sms/numbers.py``).
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
@@ -15,17 +22,25 @@ from server.passwords import PasswordHashing, check_policy
 from server.protocol import AccountSettings, CreateStaffRequest, SettingsUpdate, StaffMember
 from server.services.keys import KeyRing
 from server.store import accounts as account_store
+from server.store import sessions as session_store
 from server.store.db import Database
 
 ROLES = ("admin", "staff")
 DEFAULT_LINK_TTL_HOURS = 72
+NUMBER_ASSIGNED_BY_OPERATOR = (
+    "sms_number: the clinic's SMS number is assigned by the operator "
+    "(securechat set-sms-number) and cannot be changed in settings")
+# Asks the SMS provider whether its account holds an E.164 number.
+NumberCheck = Callable[[str], Awaitable[bool]]
 # The staff list is one page: a clinic has tens of members, this bounds a runaway one.
 MAX_STAFF = 1000
 
 
 class Accounts:
     def __init__(self, db: Database, keyring: KeyRing, clock: Clock,
-                 hashing: PasswordHashing, default_region: str) -> None:
+                 hashing: PasswordHashing, default_region: str,
+                 reserved_numbers: frozenset[str] = frozenset()) -> None:
+        self._reserved = reserved_numbers
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -44,7 +59,7 @@ class Accounts:
             account_id = str(uuid.uuid4())
             await account_store.insert_account(
                 conn, id=account_id, name=name, clinic_name=name, portal_active=portal_active,
-                sms_number=self._e164(sms_number) if sms_number else None,
+                sms_number=self._clinic_number(sms_number) if sms_number else None,
                 secure_link_ttl_hours=DEFAULT_LINK_TTL_HOURS, created_at=self._clock.now())
             key_id = await self._keyring.create_key(conn, account_id)
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
@@ -57,7 +72,7 @@ class Accounts:
         """Add a staff member. Raises AppError(conflict) when the email is taken."""
         if role not in ROLES:
             raise invalid(f"role: must be one of {', '.join(ROLES)}")
-        check_policy(password)
+        check_policy(password, (email, name, *await self._account_names(account_id)))
         password_hash = await self._hashing.hash(password)
         staff_id = str(uuid.uuid4())
         try:
@@ -117,7 +132,11 @@ class Accounts:
 
     async def reset_password(self, email: str, password: str, actor: Actor = SYSTEM) -> None:
         """Set a new password and end the member's sessions. Raises AppError(not_found)."""
-        check_policy(password)
+        async with self._db.read() as conn:
+            member = await account_store.staff_by_email(conn, email.strip().lower())
+        names = () if member is None else (
+            member["name"], *await self._account_names(member["account_id"]))
+        check_policy(password, (email, *names))
         password_hash = await self._hashing.hash(password)
         async with self._db.write() as conn:
             member = await account_store.staff_by_email(conn, email.strip().lower())
@@ -128,6 +147,12 @@ class Accounts:
             await audit.append(conn, self._clock, stream=member["account_id"], actor=actor,
                                action="staff.password_reset", object_type="staff",
                                object_id=member["id"])
+
+    async def _account_names(self, account_id: str) -> tuple[str, ...]:
+        """The account's name and clinic name: words a member's password must not hold."""
+        async with self._db.read() as conn:
+            row = await account_store.account(conn, account_id)
+        return () if row is None else (row["name"], row["clinic_name"])
 
     async def email_taken(self, email: str) -> bool:
         async with self._db.read() as conn:
@@ -142,27 +167,80 @@ class Accounts:
 
     async def update_settings(self, account_id: str, change: SettingsUpdate, actor: Actor
                               ) -> AccountSettings:
+        """Apply an admin's change. ``sms_number`` may be sent only unchanged (a form
+        that sends every field); any other value changes nothing and raises
+        AppError(forbidden): the operator assigns it (:meth:`assign_sms_number`)."""
         values = {k: v for k, v in msgspec.structs.asdict(change).items()
                   if v is not msgspec.UNSET}
-        if values.get("sms_number") is not None:
-            values["sms_number"] = self._e164(values["sms_number"])
+        requested_number = values.pop("sms_number", msgspec.UNSET)
         if "clinic_name" in values:
             values["clinic_name"] = values["clinic_name"].strip()
             if not values["clinic_name"]:
                 raise invalid("clinic_name: must not be blank")
-        try:
-            async with self._db.write() as conn:
-                if values:
-                    await account_store.update_account(conn, account_id, values)
+        async with self._db.write() as conn:
+            if requested_number is not msgspec.UNSET:
+                current = await account_store.account(conn, account_id)
+                if not self._same_number(requested_number, current["sms_number"]):
+                    raise AppError(ErrorCode.FORBIDDEN, NUMBER_ASSIGNED_BY_OPERATOR)
+            if values:
+                await account_store.update_account(conn, account_id, values)
+                await audit.append(
+                    conn, self._clock, stream=account_id, actor=actor,
+                    action="account.settings_changed", object_type="account",
+                    object_id=account_id, details={"fields": ",".join(sorted(values))})
+            if values.get("portal_active") is False:
+                # Portal off ends patient access at once: every patient session of the
+                # account, in this transaction (the caller's hub closes their sockets).
+                ended = await session_store.end_account_patient_sessions(
+                    conn, account_id, self._clock.now())
+                if ended:
                     await audit.append(
                         conn, self._clock, stream=account_id, actor=actor,
-                        action="account.settings_changed", object_type="account",
-                        object_id=account_id, details={"fields": ",".join(sorted(values))})
-                row = await account_store.account(conn, account_id)
+                        action="patient.sessions_ended", object_type="account",
+                        object_id=account_id, details={"count": len(ended),
+                                                       "reason": "portal_off"})
+            row = await account_store.account(conn, account_id)
+        return _settings(row)
+
+    async def checked_number(self, number: str, verify: NumberCheck | None = None) -> str:
+        """``number`` in E.164 if a clinic may hold it as its own: a valid number, not
+        the shared sending number, and held by the provider account (``verify``, when
+        given). Raises AppError(invalid_request) naming ``sms_number``."""
+        e164 = self._clinic_number(number)
+        if verify is not None and not await verify(e164):
+            raise invalid("sms_number: the SMS provider account does not hold this number")
+        return e164
+
+    async def account_id(self, name: str) -> str:
+        """The id of the account called ``name``. Raises AppError(not_found)."""
+        async with self._db.read() as conn:
+            account = await account_store.account_by_name(conn, name)
+        if account is None:
+            raise not_found("account")
+        return account["id"]
+
+    async def assign_sms_number(self, account_id: str, number: str | None,
+                                actor: Actor = SYSTEM, verify: NumberCheck | None = None
+                                ) -> str | None:
+        """The operator gives the account its own SMS number (None: none; it then texts
+        from the shared number). Returns the number in E.164.
+
+        Raises:
+            AppError: ``invalid_request`` (see :meth:`checked_number`), ``conflict``
+                (another account holds it).
+        """
+        e164 = await self.checked_number(number, verify) if number else None
+        try:
+            async with self._db.write() as conn:
+                await account_store.update_account(conn, account_id, {"sms_number": e164})
+                await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                                   action="account.sms_number_assigned",
+                                   object_type="account", object_id=account_id,
+                                   details={"cleared": e164 is None})
         except IntegrityError:
             raise AppError(ErrorCode.CONFLICT,
                            "sms_number: another account uses this number") from None
-        return _settings(row)
+        return e164
 
     async def rotate_keys(self, actor: Actor = SYSTEM) -> dict[str, int]:
         """Give every account a new active data key; returns {account id: new key id}.
@@ -181,11 +259,24 @@ class Accounts:
             self._keyring.forget_active(account_id)
         return rotated
 
-    def _e164(self, number: str) -> str:
+    def _clinic_number(self, number: str) -> str:
+        """``number`` in E.164, if a clinic may hold it as its own."""
         try:
-            return phones.to_e164(number, self._region)
+            e164 = phones.to_e164(number, self._region)
         except AppError:
             raise invalid("sms_number: not a valid phone number") from None
+        if e164 in self._reserved:
+            raise invalid("sms_number: this is the shared sending number, which no "
+                          "account can hold as its own")
+        return e164
+
+    def _same_number(self, requested: str | None, current: str | None) -> bool:
+        if requested is None or current is None:
+            return requested is current
+        try:
+            return phones.to_e164(requested, self._region) == current
+        except AppError:
+            return False
 
 
 def _settings(row) -> AccountSettings:

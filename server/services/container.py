@@ -15,6 +15,7 @@ from server.services.messaging import Messaging
 from server.services.patients import Patients
 from server.services.streams import Streams
 from server.settings import Settings
+from server.sms.numbers import reserved_numbers
 from server.sms.outbox import SmsOutbox
 from server.store.db import Database
 
@@ -44,7 +45,7 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
 
     clock = clock or SystemClock()
     master = MasterKey(master_key)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, audit_key=master.audit_key)
     keyring = KeyRing(master, clock, settings.key_refresh_seconds)
     hashing = PasswordHashing(settings.password_hash_concurrency,
                               settings.password_hash_queue)
@@ -53,7 +54,8 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
     return Services(
         settings=settings, clock=clock, db=db, metrics=metrics or Metrics(), keyring=keyring,
         hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master),
-        accounts=Accounts(db, keyring, clock, hashing, settings.default_region),
+        accounts=Accounts(db, keyring, clock, hashing, settings.default_region,
+                          reserved_numbers(settings)),
         patients=patients,
         messaging=Messaging(db, keyring, clock, sms_outbox),
         sms_outbox=sms_outbox,

@@ -7,10 +7,19 @@
 * Verification asks for the date of birth (compared in constant time, never logged) and,
   when the link was sent more than 24 hours ago or the account always wants it, a
   one-time code sent by SMS (6 digits, 10 minutes, single use, stored as a keyed hash).
-  Wrong dates and wrong codes count together: the fifth locks the link for good (asking
-  for a new code does not reset the count), is audited and tells the staff; that fifth
-  try is already answered ``locked``. At most :data:`MAX_CODES_PER_HOUR` code SMS go out
-  per link in any hour (someone who knows the date of birth cannot flood the phone).
+  Wrong dates and wrong codes count together, per conversation (over all its links, so
+  a new link brings no new tries): the fifth locks every link of the conversation for
+  good (asking for a new code does not reset the count), is audited and tells the
+  staff; that fifth try is already answered ``locked``. Only staff's "Send a new link"
+  (:meth:`SecureLinks.resend`) gives the patient a fresh set of tries, on the new link.
+  At most :data:`MAX_CODES_PER_HOUR` code SMS go out per link in any hour (someone who
+  knows the date of birth cannot flood the phone).
+* A new link revokes the conversation's older unverified links.
+* After the patient pressed "End session", the links issued before it open only with the
+  one-time code as well (someone at the same browser cannot get back in with the date of
+  birth alone).
+* While the account's patient portal is off no link opens: it answers a neutral "not
+  available, please call the clinic" page.
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ import msgspec
 from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock
-from server.errors import AppError, ErrorCode
+from server.errors import AppError, ErrorCode, invalid, not_found
 from server.patient_auth import PatientPrincipal, PatientSessions
 from server.services.keys import KeyRing
-from server.sms.outbox import SmsOutbox
+from server.sms.outbox import NEW_LINK, SmsOutbox
 from server.store import links as link_store
+from server.store import messages as message_store
 from server.store import sessions as session_store
 from server.store.db import Database
 
@@ -39,14 +49,20 @@ MAX_FAILURES = 5  # issue 5: five wrong tries lock the link
 CODE_TTL = timedelta(minutes=10)
 CODE_AFTER = timedelta(hours=24)  # links older than this always need a code
 MAX_CODES_PER_HOUR = 5
+# Staff's "Send a new link": each is an SMS the clinic pays for and the patient receives;
+# five an hour is more than a patient on the phone with the front desk needs.
+MAX_RESENDS_PER_HOUR = 5
+RESEND_WINDOW = timedelta(hours=1)
 CODE_SMS = "{clinic}: your verification code is {code}. It expires in 10 minutes."
 NO_LONGER_VALID = "this link is no longer valid; please ask your clinic for a new one"
+PORTAL_OFF = "secure messaging is not available; please call your clinic"
 
 
 class LinkState(enum.Enum):
     VALID = "valid"
     LOCKED = "locked"
     GONE = "gone"  # unknown, expired or revoked: the patient is not told which
+    UNAVAILABLE = "unavailable"  # the account's patient portal is off
 
 
 class CodeSent(msgspec.Struct, frozen=True):
@@ -77,10 +93,15 @@ class SecureLinks:
         return self._state(row), row["clinic_name"] if row is not None else ""
 
     def _state(self, row) -> LinkState:
-        if row is None or row["revoked_at"] is not None or \
-                self._clock.now() >= row["expires_at"]:
+        if row is None or self._clock.now() >= row["expires_at"]:
             return LinkState.GONE
-        if row["locked_at"] is not None:
+        # A locked link stays locked (a later revocation does not turn it into "not
+        # valid"): the patient is told the truth about the link they hold.
+        if row["revoked_at"] is not None and row["locked_at"] is None:
+            return LinkState.GONE
+        if not row["portal_active"]:
+            return LinkState.UNAVAILABLE
+        if row["locked_at"] is not None or row["link_failures"] >= MAX_FAILURES:
             return LinkState.LOCKED
         return LinkState.VALID
 
@@ -89,7 +110,8 @@ class SecureLinks:
         """Check the patient; returns (session cookie token, principal), or CodeSent.
 
         Raises:
-            AppError: ``not_found`` (unknown, expired or revoked link), ``locked``,
+            AppError: ``not_found`` (unknown, expired or revoked link),
+                ``portal_inactive`` (the account's portal is off), ``locked``,
                 ``invalid_verification`` (wrong date or code; the answer does not say
                 which; the try that locks the link answers ``locked``), ``opted_out`` (a
                 code is needed but the number replied STOP), ``rate_limited`` (too many
@@ -102,6 +124,8 @@ class SecureLinks:
             state = self._state(row)
             if state is LinkState.GONE:
                 raise AppError(ErrorCode.NOT_FOUND, NO_LONGER_VALID)
+            if state is LinkState.UNAVAILABLE:
+                raise AppError(ErrorCode.PORTAL_INACTIVE, PORTAL_OFF)
             if state is LinkState.LOCKED:
                 raise AppError(ErrorCode.LOCKED, "this link is locked; ask your clinic")
             account_id, patient_id = row["account_id"], row["patient_id"]
@@ -109,7 +133,8 @@ class SecureLinks:
                 conn, account_id, row["dob_enc"],
                 crypto.patient_field_context(account_id, patient_id, "dob"))
             dob_ok = hmac.compare_digest(stored_dob.encode(), date_of_birth.strip().encode())
-            needs_code = row["require_code"] or now - row["created_at"] > CODE_AFTER
+            needs_code = (row["require_code"] or now - row["created_at"] > CODE_AFTER
+                          or row["session_ended_at"] is not None)
             sent = locked = failed = False
             if dob_ok and needs_code and not code:
                 if row["opted_out"]:
@@ -127,6 +152,7 @@ class SecureLinks:
                     locked = await self._fail(conn, row, digest, now, actor)
                     failed = True
                 else:
+                    await link_store.mark_verified(conn, digest, now)
                     await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                        action="link.verified", object_type="conversation",
                                        object_id=row["conversation_id"],
@@ -177,7 +203,8 @@ class SecureLinks:
 
     async def _fail(self, conn, row, digest: str, now, actor: Actor) -> bool:
         """Count a wrong try; returns whether it locked the link."""
-        failures = await link_store.add_failure(conn, digest, now, MAX_FAILURES)
+        failures = await link_store.add_failure(conn, digest, row["conversation_id"], now,
+                                                MAX_FAILURES)
         locked = failures >= MAX_FAILURES
         await audit.append(conn, self._clock, stream=row["account_id"], actor=actor,
                            action="link.locked" if locked else "link.verify_failed",
@@ -199,3 +226,54 @@ class SecureLinks:
                                object_id=conversation_id,
                                details={"count": count, "sessions": len(ended)})
         return count, ended
+
+    async def resend(self, account_id: str, conversation_id: str, staff_id: str,
+                     actor: Actor) -> None:
+        """Staff's "Send a new link": a fresh link by SMS now, whatever the notification
+        window. It revokes the older unverified links (a locked one stays locked) and
+        gives the patient a fresh set of tries; audited (no PHI: ids only).
+
+        Raises:
+            AppError: ``not_found`` (no such conversation in this account),
+                ``portal_inactive``, ``invalid_request`` (a patient from an unknown
+                number, who has no date of birth to verify with), ``opted_out`` (no SMS
+                after STOP), ``rate_limited`` (:data:`MAX_RESENDS_PER_HOUR` already in
+                the last hour; ``retry_after_ms`` says when the next one may go).
+        """
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            # Locked until commit: two resends at once cannot both pass the limit.
+            convo = (await message_store.lock_conversations(conn, [conversation_id])
+                     ).get(conversation_id)
+            if convo is None or convo["account_id"] != account_id:
+                raise not_found("conversation")
+            if not convo["portal_active"]:
+                raise AppError(ErrorCode.PORTAL_INACTIVE,
+                               "secure links need the patient portal, which is off")
+            if convo["unknown"]:
+                raise invalid("this patient came from an unknown number and has no date "
+                              "of birth on file to verify with; add their details first")
+            if convo["opted_out"]:
+                raise AppError(ErrorCode.OPTED_OUT,
+                               "the patient replied STOP: no SMS can be sent")
+            sent = await link_store.resends_since(conn, conversation_id,
+                                                  now - RESEND_WINDOW)
+            if len(sent) >= MAX_RESENDS_PER_HOUR:
+                wait = sent[-MAX_RESENDS_PER_HOUR] + RESEND_WINDOW - now
+                raise AppError(ErrorCode.RATE_LIMITED,
+                               f"{MAX_RESENDS_PER_HOUR} new links were sent in the last "
+                               "hour; try again later",
+                               retry_after_ms=max(1000, int(wait.total_seconds() * 1000)))
+            url = await self._sms.new_link(conn, account_id, conversation_id,
+                                           convo["secure_link_ttl_hours"], now,
+                                           resent_by=staff_id)
+            await link_store.reset_failures(conn, conversation_id)
+            await self._sms.queue(conn, account_id=account_id,
+                                  conversation_id=conversation_id,
+                                  patient_id=convo["patient_id"], message_id=None,
+                                  kind="link", body=NEW_LINK.format(
+                                      clinic=convo["clinic_name"], url=url))
+            await audit.append(conn, self._clock, stream=account_id, actor=actor,
+                               action="link.resent", object_type="conversation",
+                               object_id=conversation_id)
+        self.wake_sms()

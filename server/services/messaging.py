@@ -22,6 +22,8 @@ from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.protocol import HistoryPage, Message, Sender, SendRequest
 from server.services.keys import KeyRing
+from server.services.message_bodies import SealedReader, message_from_row
+from server.services.opt_out import OptOutChange, set_opt_out
 from server.sms import keywords
 from server.sms.outbox import HELP_REPLY, SmsOutbox
 from server.store import accounts as account_store
@@ -32,6 +34,9 @@ from server.store.db import Database
 from server.store.group_commit import GroupCommit
 
 MAX_HISTORY_PAGE = 200
+# A secure message whose notification SMS cannot be sent (the patient replied STOP):
+# stored with this status, so the thread never says "sent" to someone never told.
+NOT_NOTIFIED = "not_notified"
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -44,6 +49,11 @@ class SendResult(msgspec.Struct, frozen=True):
     # Whether this send queued an SMS (the message itself, or a notification): only
     # then is the SMS worker woken.
     sms_queued: bool = False
+    # An inbound STOP/START that changed the patient's opt-out: publish it too.
+    opt_out: OptOutChange | None = None
+    # Why a new message's status is what it is (``opted_out`` for ``not_notified``):
+    # the ``status`` frame published after the message carries it.
+    status_error: str | None = None
 
 
 class _Send(msgspec.Struct):
@@ -75,6 +85,7 @@ class Messaging:
         self._keyring = keyring
         self._clock = clock
         self._sms = sms
+        self._sealed = SealedReader(db, keyring, clock)
         # The node's one writer of sends (group commit, server/store/group_commit.py).
         self.writer: GroupCommit[_Send, SendResult | _Resend] = GroupCommit(
             db, self._store_batch, self._after_commit, window_seconds=window_seconds)
@@ -87,7 +98,9 @@ class Messaging:
         Staff messages go out: ``secure`` picks Secure Chat, else it is an SMS, queued in
         the outbox in the same transaction. A secure message to a patient who is not on
         the secure page (``patient_online``) also queues a notification SMS holding only
-        the clinic's name and a link. A patient's messages are always secure and inbound.
+        the clinic's name and a link; when the patient replied STOP none can be sent,
+        and the message is stored ``not_notified`` (``status_error`` ``opted_out``). A
+        patient's messages are always secure and inbound.
 
         Sends arriving together share one transaction (group commit); this returns only
         after that transaction committed. ``on_stored`` is called with a new message
@@ -172,6 +185,11 @@ class Messaging:
         if staff_secure and not convo["portal_active"]:
             raise AppError(ErrorCode.PORTAL_INACTIVE,
                            "Secure Chat needs the patient portal, which is off")
+        if item.sender.kind == "patient" and not convo["portal_active"]:
+            # A page still open when the portal went off (its socket is being closed):
+            # staff could not answer securely, so nothing is taken.
+            raise AppError(ErrorCode.PORTAL_INACTIVE,
+                           "secure messaging is not available; please call your clinic")
         if staff_secure and convo["unknown"]:
             # A patient made for an SMS from an unknown number has no date of birth on file:
             # they could never verify, so the message would wait behind a link forever.
@@ -185,14 +203,19 @@ class Messaging:
         seq = convo["last_seq"] + 1
         # Seal (the only step here that can fail) before changing the batch's view.
         envelope = await self._keyring.seal(conn, account_id, body, crypto.message_body_context(
-            account_id, item.conversation_id, message_id, f"{sender.kind}:{sender.id}"))
+            account_id, item.conversation_id, message_id, f"{sender.kind}:{sender.id}",
+            item.channel, item.direction, seq))
         extra: list[dict] = []
         notify_link = None
+        status = "queued" if item.channel == "sms" else "sent"
         if item.channel == "sms":
             extra.append(await self._sms.outbox_row(
                 conn, account_id=account_id, conversation_id=item.conversation_id,
                 patient_id=convo["patient_id"], message_id=message_id, kind="message",
                 body=body))
+        elif staff_secure and not item.patient_online and convo["opted_out"]:
+            # The patient cannot be told it exists: say so, rather than "sent".
+            status = NOT_NOTIFIED
         elif staff_secure and not item.patient_online and self._sms.should_notify(
                 opted_out=convo["opted_out"], notified_at=convo["notified_at"],
                 notified_seq=convo["notified_seq"],
@@ -213,7 +236,6 @@ class Messaging:
         outbox_rows.extend(extra)
         touched[item.conversation_id] = convo
         stored.add(key)
-        status = "queued" if item.channel == "sms" else "sent"
         message_rows.append(dict(
             id=message_id, account_id=account_id, conversation_id=item.conversation_id,
             seq=seq, client_msg_id=item.request.client_msg_id, direction=item.direction,
@@ -229,7 +251,9 @@ class Messaging:
                           direction=item.direction, channel=item.channel, sender=sender,
                           body=body, created_at=rfc3339(now), status=status)
         return SendResult(message, duplicate=False, envelope=envelope,
-                          inbound_count=convo["inbound_count"], sms_queued=bool(extra))
+                          inbound_count=convo["inbound_count"], sms_queued=bool(extra),
+                          status_error=ErrorCode.OPTED_OUT.value
+                          if status == NOT_NOTIFIED else None)
 
     @staticmethod
     def _after_commit(items: list[_Send],
@@ -255,7 +279,8 @@ class Messaging:
                     raise not_found("conversation")
                 seq, inbound_count, patient_id = position
                 context = crypto.message_body_context(
-                    account_id, conversation_id, message_id, f"patient:{sender.id}")
+                    account_id, conversation_id, message_id, f"patient:{sender.id}",
+                    "sms", "inbound", seq)
                 envelope = await self._keyring.seal(conn, account_id, body, context)
                 await message_store.insert_message(
                     conn, id=message_id, account_id=account_id,
@@ -263,7 +288,8 @@ class Messaging:
                     direction="inbound", channel="sms", sender_kind="patient",
                     sender_id=sender.id, body_enc=envelope, status="delivered",
                     created_at=now)
-                await self._apply_keyword(conn, word, account_id, conversation_id, patient_id)
+                opt_out = await self._apply_keyword(conn, word, account_id,
+                                                    conversation_id, patient_id)
                 await audit.append(conn, self._clock, stream=account_id, actor=Actor(
                     "patient", patient_id), action="sms.received", object_type="message",
                     object_id=message_id, details={"conversation_id": conversation_id,
@@ -276,22 +302,23 @@ class Messaging:
                           sender=sender, body=body, created_at=rfc3339(now),
                           status="delivered")
         return SendResult(message, duplicate=False, envelope=envelope,
-                          inbound_count=inbound_count)
+                          inbound_count=inbound_count, opt_out=opt_out)
 
-    async def _apply_keyword(self, conn, word: keywords.Keyword | None,
-                             account_id: str, conversation_id: str, patient_id: str) -> None:
+    async def _apply_keyword(self, conn, word: keywords.Keyword | None, account_id: str,
+                             conversation_id: str, patient_id: str) -> OptOutChange | None:
+        """STOP/START change the opt-out (returned when it changed); HELP queues the
+        help reply."""
         if word is keywords.Keyword.OPT_OUT or word is keywords.Keyword.OPT_IN:
-            opted_out = word is keywords.Keyword.OPT_OUT
-            await sms_store.set_opted_out(conn, patient_id, opted_out)
-            await audit.append(conn, self._clock, stream=account_id, actor=audit.SYSTEM,
-                               action="patient.opted_out" if opted_out else "patient.opted_in",
-                               object_type="patient", object_id=patient_id)
-        elif word is keywords.Keyword.HELP and not await sms_store.is_opted_out(conn,
+            return await set_opt_out(conn, self._clock, account_id=account_id,
+                                     patient_id=patient_id, cause="keyword",
+                                     opted_out=word is keywords.Keyword.OPT_OUT)
+        if word is keywords.Keyword.HELP and not await sms_store.is_opted_out(conn,
                                                                               patient_id):
             account = await account_store.account(conn, account_id)
             await self._sms.queue(conn, account_id=account_id, conversation_id=conversation_id,
                                   patient_id=patient_id, message_id=None, kind="help",
                                   body=HELP_REPLY.format(clinic=account["clinic_name"]))
+        return None
 
     async def _original(self, account_id: str, sender: Sender, conversation_id: str,
                         request: SendRequest, error: Exception) -> SendResult:
@@ -305,8 +332,8 @@ class Messaging:
             if (row["sender_kind"], row["sender_id"]) != (sender.kind, sender.id):
                 raise AppError(ErrorCode.CONFLICT,
                                "client_msg_id: already used for another message")
-            body = await self._open_body(conn, row)
-        return SendResult(_message(row, sender, body), duplicate=True)
+            body = await self._sealed.body(conn, row)
+        return SendResult(message_from_row(row, sender, body), duplicate=True)
 
     async def history(self, account_id: str, conversation_id: str, *,
                       before_seq: int | None, limit: int, actor: Actor) -> HistoryPage:
@@ -325,12 +352,12 @@ class Messaging:
                 raise not_found("conversation")
             rows = await message_store.page(conn, conversation_id, before_seq=before_seq,
                                             limit=limit + 1)
-            patient_name = await self._open_patient_name(conn, account_id, convo)
+            patient_name = await self._sealed.patient_name(conn, account_id, convo)
             page = []
             for row in reversed(rows[:limit]):
                 name = row["staff_name"] if row["sender_kind"] == "staff" else patient_name
                 sender = Sender(row["sender_kind"], row["sender_id"], name or "")
-                page.append(_message(row, sender, await self._open_body(conn, row)))
+                page.append(message_from_row(row, sender, await self._sealed.body(conn, row)))
         async with self._db.write() as conn:
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                action="conversation.history_read",
@@ -338,35 +365,19 @@ class Messaging:
                                details={"count": len(page), "before_seq": before_seq})
         return HistoryPage(messages=page, has_more=len(rows) > limit)
 
-    async def _open_patient_name(self, conn, account_id: str, convo) -> str:
-        context = crypto.patient_field_context(account_id, convo["patient_id"], "name")
-        try:
-            return await self._keyring.open(conn, account_id, convo["name_enc"], context)
-        except crypto.DecryptError as exc:
-            await audit.record_integrity_failure(
-                self._db, self._clock, stream=account_id, object_type="patient",
-                object_id=convo["patient_id"], reason=str(exc))
-            raise AppError(ErrorCode.DATA_INTEGRITY,
-                           "a stored patient record failed its integrity check; "
-                           "the incident was recorded") from exc
-
-    async def _open_body(self, conn, row) -> str:
-        context = crypto.message_body_context(row["account_id"], row["conversation_id"],
-                                              row["id"],
-                                              f"{row['sender_kind']}:{row['sender_id']}")
-        try:
-            return await self._keyring.open(conn, row["account_id"], row["body_enc"], context)
-        except crypto.DecryptError as exc:
-            await audit.record_integrity_failure(
-                self._db, self._clock, stream=row["account_id"], object_type="message",
-                object_id=row["id"], reason=str(exc))
-            raise AppError(ErrorCode.DATA_INTEGRITY,
-                           "a stored message failed its integrity check; "
-                           "the incident was recorded") from exc
-
-
-def _message(row, sender: Sender, body: str) -> Message:
-    return Message(conversation_id=row["conversation_id"], id=row["id"], seq=row["seq"],
-                   client_msg_id=row["client_msg_id"], direction=row["direction"],
-                   channel=row["channel"], sender=sender, body=body,
-                   created_at=rfc3339(row["created_at"]), status=row["status"])
+    async def patient_sms(self, account_id: str, phone_index: str, limit: int
+                          ) -> list[Message]:
+        """Up to ``limit`` SMS the account's patient with this phone sent, newest first:
+        the "sent" side of a handset on the demo's phone page (its receiving side is the
+        simulator's store). Not audited, as that page is no staff read: it is what the
+        patient's own phone holds, and exists only in demo mode."""
+        async with self._db.read() as conn:
+            patient = await patient_store.patient_by_phone_index(conn, account_id,
+                                                                 phone_index)
+            convo = patient and await patient_store.conversation_of_patient(conn,
+                                                                            patient["id"])
+            if not convo:
+                return []
+            sender = Sender("patient", patient["id"], "")
+            return [message_from_row(row, sender, await self._sealed.body(conn, row))
+                    for row in await message_store.patient_sms(conn, convo["id"], limit)]

@@ -113,9 +113,7 @@ class Patients:
                 name, phone = await self.decrypt_identity(conn, account_id, row["patient_id"],
                                                           row["name_enc"], row["phone_enc"])
                 summaries.append(ConversationSummary(
-                    id=row["id"], patient=PatientSummary(row["patient_id"], name,
-                                                         phones.mask(phone), row["opted_out"],
-                                                         row["unknown"]),
+                    id=row["id"], patient=patient_summary(row, name, phone),
                     last_activity_at=rfc3339(row["last_activity_at"]),
                     last_seq=row["last_seq"], unread=row["unread"]))
         return summaries
@@ -158,3 +156,11 @@ def _parse_time(field: str, text: str) -> datetime:
     if moment.tzinfo is None:
         raise invalid(f"{field}: needs a UTC offset or Z")
     return moment
+
+
+def patient_summary(row, name: str, phone: str) -> PatientSummary:
+    """A conversation row's patient as the inbox shows it (``name`` and ``phone``
+    decrypted by the caller)."""
+    at = row["opted_out_at"]
+    return PatientSummary(row["patient_id"], name, phones.mask(phone), row["opted_out"],
+                          row["unknown"], rfc3339(at) if at is not None else None)

@@ -11,7 +11,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from server import audit, crypto, phones
+import msgspec
+
+from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode
@@ -19,7 +21,7 @@ from server.protocol import Message, PatientSummary, Sender
 from server.realtime.events import MessageEvent
 from server.services.audit_batch import AuditBatcher
 from server.services.keys import KeyRing
-from server.services.patients import Patients
+from server.services.patients import Patients, patient_summary
 from server.store import patients as patient_store
 from server.store import sessions as session_store
 from server.store import streams as stream_store
@@ -62,11 +64,28 @@ class Streams:
                 return None
             name, phone = await self._patients.decrypt_identity(
                 conn, account_id, row["patient_id"], row["name_enc"], row["phone_enc"])
-        summary = PatientSummary(row["patient_id"], name, phones.mask(phone))
+        summary = patient_summary(row, name, phone)
         self._summaries[conversation_id] = (account_id, summary)
         if len(self._summaries) > SUMMARY_CACHE:
             self._summaries.popitem(last=False)
         return summary
+
+    async def opt_out_changed(self, account_id: str, conversation_id: str,
+                              opted_out: bool, opted_out_at: str) -> PatientSummary | None:
+        """The conversation's patient with its new opt-out state (the cached summary is
+        updated; one not cached is read from the store, which already holds it)."""
+        cached = self._summaries.get(conversation_id)
+        if cached is None or cached[0] != account_id:
+            return await self.summary(account_id, conversation_id)
+        summary = msgspec.structs.replace(cached[1], opted_out=opted_out,
+                                          opted_out_at=opted_out_at or None)
+        self._summaries[conversation_id] = (account_id, summary)
+        return summary
+
+    def forget_summaries(self) -> None:
+        """Drop the cached summaries: opt-out publications may have been lost (the
+        broker was down), and the store has the truth."""
+        self._summaries.clear()
 
     async def replay(self, account_id: str, conversation_id: str, after_seq: int,
                      limit: int, upto_seq: int | None = None) -> list[Message]:
@@ -98,8 +117,10 @@ class Streams:
         if summary is None:
             return None
         name = event.sender_name if event.sender_kind == "staff" else summary.display_name
-        context = crypto.message_body_context(event.account_id, event.conversation_id,
-                                              event.id, f"{event.sender_kind}:{event.sender_id}")
+        context = crypto.message_body_context(
+            event.account_id, event.conversation_id, event.id,
+            f"{event.sender_kind}:{event.sender_id}", event.channel, event.direction,
+            event.seq, version=crypto.envelope_version(event.body_enc))
         try:
             body = await self._keyring.open_with(self._db, event.account_id, event.body_enc,
                                                  context)
@@ -115,9 +136,10 @@ class Streams:
                        body=body, created_at=event.created_at, status=event.status)
 
     async def _message(self, row, summary: PatientSummary) -> Message:
-        context = crypto.message_body_context(row["account_id"], row["conversation_id"],
-                                              row["id"],
-                                              f"{row['sender_kind']}:{row['sender_id']}")
+        context = crypto.message_body_context(
+            row["account_id"], row["conversation_id"], row["id"],
+            f"{row['sender_kind']}:{row['sender_id']}", row["channel"], row["direction"],
+            row["seq"], version=crypto.envelope_version(row["body_enc"]))
         try:
             body = await self._keyring.open_with(self._db, row["account_id"],
                                                  row["body_enc"], context)

@@ -21,6 +21,8 @@ from server.store import sms as sms_store
 
 # The one notification template: the clinic's name and the link (checklist LINK-03).
 NOTIFICATION = "{clinic}: you have a new secure message. View it at {url}"
+# Staff's "Send a new link" (also only the clinic's name and the link).
+NEW_LINK = "{clinic}: here is a new link to your secure messages: {url}"
 HELP_REPLY = ("{clinic}: messages from your care team. Reply STOP to opt out, START to "
               "opt back in. For emergencies call 911.")
 
@@ -71,38 +73,18 @@ class SmsOutbox:
         return not (notified_at is not None and now - notified_at < self._window
                     and read_seq < notified_seq)
 
-    async def queue_notification(self, conn: AsyncConnection, *, account_id: str,
-                                 clinic_name: str, conversation_id: str, patient_id: str,
-                                 message_id: str, seq: int, link_ttl_hours: int) -> bool:
-        """Queue "you have a secure message" with a fresh link, unless one went out less
-        than the window ago and the patient has not read since. Returns whether queued."""
-        if await sms_store.is_opted_out(conn, patient_id):
-            return False  # no SMS of any kind after STOP
-        now = self._clock.now()
-        state = await sms_store.notification_state(conn, conversation_id)
-        notified_at = state["notified_at"] if state is not None else None
-        if notified_at is not None and now - notified_at < self._window:
-            read = await sms_store.read_seq(conn, conversation_id, patient_id)
-            if not self.should_notify(opted_out=False, notified_at=notified_at,
-                                      notified_seq=state["notified_seq"], read_seq=read,
-                                      now=now):
-                return False
-        url = await self.new_link(conn, account_id, conversation_id, link_ttl_hours, now)
-        await self.queue(conn, account_id=account_id, conversation_id=conversation_id,
-                         patient_id=patient_id, message_id=message_id, kind="notification",
-                         body=self.notification_text(clinic_name, url))
-        await sms_store.set_notified(conn, conversation_id, now, seq)
-        return True
-
     @staticmethod
     def notification_text(clinic_name: str, url: str) -> str:
         return NOTIFICATION.format(clinic=clinic_name, url=url)
 
     async def new_link(self, conn: AsyncConnection, account_id: str, conversation_id: str,
-                       ttl_hours: int, now: datetime) -> str:
-        """A secure link for the conversation; only its hash is stored."""
+                       ttl_hours: int, now: datetime, *, resent_by: str | None = None
+                       ) -> str:
+        """A secure link for the conversation; only its hash is stored. It revokes the
+        conversation's older unverified links. ``resent_by``: the staff member whose
+        "Send a new link" asked for it."""
         url, row = self.link_row(account_id, conversation_id, ttl_hours, now)
-        await sms_store.insert_link(conn, **row)
+        await sms_store.insert_link(conn, **row, resent_by=resent_by)
         return url
 
     def link_row(self, account_id: str, conversation_id: str, ttl_hours: int,

@@ -4,9 +4,11 @@ The only module that talks to Twilio.
 Sending: ``POST {TWILIO_API_BASE}/2010-04-01/Accounts/{sid}/Messages.json`` with HTTP
 Basic auth and form fields ``To``, ``From``, ``Body``, ``StatusCallback``; 201 with a
 ``sid``. 4xx is permanent (21610 also opts the patient out), 5xx, 429 and timeouts are
-transient. Signatures are checked with the ``twilio`` package's ``RequestValidator``
-against the URL rebuilt from ``PUBLIC_URL`` (a TLS-terminating proxy changes the URL the
-app sees), over every form parameter received.
+transient. Whether the account holds a number (before the operator assigns it to a
+clinic): ``GET .../IncomingPhoneNumbers.json?PhoneNumber=+1...``. Signatures are
+checked with the ``twilio`` package's ``RequestValidator`` against the URL rebuilt
+from ``PUBLIC_URL`` (a TLS-terminating proxy changes the URL the app sees), over every
+form parameter received.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ class TwilioProvider(SmsProvider):
     def __init__(self, *, account_sid: str, auth_token: str, api_base: str,
                  status_callback: str, transport: httpx.AsyncBaseTransport | None = None,
                  timeout: float = TIMEOUT_SECONDS):
-        self._url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        account_url = f"{api_base.rstrip('/')}/2010-04-01/Accounts/{account_sid}"
+        self._url = f"{account_url}/Messages.json"
+        self._numbers_url = f"{account_url}/IncomingPhoneNumbers.json"
         self._status_callback = status_callback
         self._client = httpx.AsyncClient(auth=(account_sid, auth_token),
                                          timeout=timeout, transport=transport)
@@ -54,6 +58,25 @@ class TwilioProvider(SmsProvider):
         if not isinstance(sid, str) or not sid:
             raise TransientFailure("bad_response", "Twilio's answer had no sid")
         return Sent(sid=sid, status=str(payload.get("status") or "queued"))
+
+    async def owns_number(self, number: str) -> bool:
+        """Whether this Twilio account holds ``number`` (E.164).
+
+        Raises:
+            TransientFailure: Twilio could not be asked, or refused to answer.
+        """
+        try:
+            response = await self._client.get(self._numbers_url,
+                                              params={"PhoneNumber": number})
+        except httpx.TransportError as exc:
+            raise TransientFailure("network", f"Twilio unreachable: {type(exc).__name__}") \
+                from None
+        if response.status_code != 200:
+            raise TransientFailure(str(response.status_code),
+                                   f"Twilio answered {response.status_code}")
+        held = _json(response).get("incoming_phone_numbers")
+        return isinstance(held, list) and any(
+            isinstance(entry, dict) and entry.get("phone_number") == number for entry in held)
 
     async def close(self) -> None:
         await self._client.aclose()

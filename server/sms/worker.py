@@ -23,11 +23,15 @@ from sqlalchemy.exc import DBAPIError
 
 from server.clock import Clock, rfc3339
 from server.crypto import DecryptError, patient_field_context
+from server.errors import ErrorCode
 from server.metrics import Metrics
 from server.realtime import events
 from server.services.keys import KeyRing
+from server.services.messaging import NOT_NOTIFIED
+from server.services.opt_out import opt_out_event, set_opt_out
 from server.settings import Settings
 from server.sms.base import OPTED_OUT_ERROR, PermanentFailure, SmsProvider, TransientFailure
+from server.sms.numbers import shared_number
 from server.sms.outbox import outbox_context
 from server.store import sms as sms_store
 from server.store.db import Database
@@ -45,8 +49,6 @@ POLL_SECONDS = 1.0  # also woken at once by ``wake()`` when this node queues an 
 # plus its two store writes. Past it the pass is cancelled and its rows' leases run out.
 STOP_SECONDS = 12.0
 BACKOFF_CAP_SECONDS = 300.0
-# Where an SMS comes from when the account has no number of its own (simulator).
-SIMULATOR_FROM = "+15005550006"
 
 
 class OutboxWorker:
@@ -140,7 +142,7 @@ class OutboxWorker:
         if target["opted_out"]:
             await self._fail(row, "opted_out")
             return
-        from_ = target["sms_number"] or self._settings.twilio_from or SIMULATOR_FROM
+        from_ = target["sms_number"] or shared_number(self._settings)
         try:
             sent = await self._provider.send(account_id=account_id, to=to, from_=from_,
                                              body=body)
@@ -158,10 +160,10 @@ class OutboxWorker:
             return
         self._metrics.sms_results.labels("sent").inc()
         status = "notified" if row["kind"] == "notification" else _message_status(sent.status)
-        if await self._record_sent(row, sent.sid, status):
+        if await self._record_sent(row, sent.sid, status, from_):
             self._status(row, status)
 
-    async def _record_sent(self, row, sid: str, status: str) -> bool:
+    async def _record_sent(self, row, sid: str, status: str, from_: str) -> bool:
         """Record an SMS the provider has taken; True if the message's status moved.
 
         The provider cannot be asked again without sending again (Twilio has no
@@ -172,7 +174,8 @@ class OutboxWorker:
             try:
                 async with self._db.write() as conn:
                     await sms_store.finish(conn, row["id"], status="sent",
-                                           now=self._clock.now(), provider_sid=sid)
+                                           now=self._clock.now(), provider_sid=sid,
+                                           from_number=from_)
                     return row["message_id"] is not None and \
                         await sms_store.advance_message_status(conn, row["message_id"],
                                                                status)
@@ -197,16 +200,27 @@ class OutboxWorker:
                                         self._clock.now() + timedelta(seconds=delay), error_code)
 
     async def _fail(self, row, error_code: str, opted_out: bool = False) -> None:
+        """Give up on an SMS. Its message becomes ``failed``; for a notification, the
+        secure message it announced becomes ``not_notified`` (the patient was never
+        told of it). ``opted_out``: the provider says the number opted out."""
         self._metrics.sms_results.labels("failed").inc()
+        if row["kind"] == "notification":
+            status = NOT_NOTIFIED
+            error_code = ErrorCode.OPTED_OUT.value if opted_out else error_code
+        else:
+            status = "failed"
         async with self._db.write() as conn:
             await sms_store.finish(conn, row["id"], status="failed", now=self._clock.now(),
                                    error_code=error_code)
-            if opted_out:
-                await sms_store.set_opted_out(conn, row["patient_id"], True)
-            changed = row["kind"] == "message" and row["message_id"] is not None and \
-                await sms_store.advance_message_status(conn, row["message_id"], "failed")
+            change = await set_opt_out(conn, self._clock, account_id=row["account_id"],
+                                       patient_id=row["patient_id"], opted_out=True,
+                                       cause="provider") if opted_out else None
+            changed = row["message_id"] is not None and \
+                await sms_store.advance_message_status(conn, row["message_id"], status)
+        if change is not None:
+            self._publish(opt_out_event(self._node, change))
         if changed:
-            self._status(row, "failed", error_code)
+            self._status(row, status, error_code)
 
     def _status(self, row, status: str, error_code: str | None = None) -> None:
         self._publish(events.StatusEvent(self._node, row["account_id"], row["conversation_id"],

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.store.db import padded, upsert
-from server.store.tables import audit_heads, audit_log
+from server.store.tables import audit_heads, audit_log, conversations
 
 GENESIS_HASH = "0" * 64
 # Rows read per round trip when walking a whole stream (verification, export).
@@ -96,16 +96,31 @@ async def stream_rows(conn: AsyncConnection, stream: str) -> AsyncIterator[Mappi
         after = page[-1]["seq"]
 
 
+async def with_action(conn: AsyncConnection, stream: str, action: str
+                      ) -> list[Mapping[str, Any]]:
+    """A stream's entries of one action, oldest first."""
+    return list((await conn.execute(
+        select(audit_log).where(audit_log.c.stream == stream, audit_log.c.action == action)
+        .order_by(audit_log.c.seq))).mappings().all())
+
+
 async def search(conn: AsyncConnection, stream: str, *, action: str | None = None,
-                 actor_id: str | None = None, since: str | None = None,
-                 until: str | None = None, before_seq: int | None = None,
-                 limit: int = 100) -> list[Mapping[str, Any]]:
-    """Newest-first entries of one stream, filtered; ``ts`` bounds are RFC 3339 strings."""
+                 actor_id: str | None = None, patient_id: str | None = None,
+                 since: str | None = None, until: str | None = None,
+                 before_seq: int | None = None, limit: int = 100
+                 ) -> list[Mapping[str, Any]]:
+    """Newest-first entries of one stream, filtered; ``ts`` bounds are RFC 3339 strings.
+
+    ``patient_id`` keeps the entries about one patient of the stream's account: the
+    patient as actor or object, their conversation as object, and the entries of its
+    messages (which name the conversation in their details)."""
     query = select(audit_log).where(audit_log.c.stream == stream)
     if action:
         query = query.where(audit_log.c.action == action)
     if actor_id:
         query = query.where(audit_log.c.actor_id == actor_id)
+    if patient_id:
+        query = query.where(await _about_patient(conn, stream, patient_id))
     if since:
         query = query.where(audit_log.c.ts >= since)
     if until:
@@ -114,6 +129,20 @@ async def search(conn: AsyncConnection, stream: str, *, action: str | None = Non
         query = query.where(audit_log.c.seq < before_seq)
     query = query.order_by(audit_log.c.seq.desc()).limit(limit)
     return list((await conn.execute(query)).mappings().all())
+
+
+async def _about_patient(conn: AsyncConnection, account_id: str, patient_id: str
+                         ) -> ColumnElement[bool]:
+    conversation_ids = list((await conn.execute(
+        select(conversations.c.id).where(conversations.c.account_id == account_id,
+                                         conversations.c.patient_id == patient_id))
+    ).scalars())
+    # Details are canonical JSON (sorted keys, no spaces) and our uuids hold no LIKE
+    # wildcard, so this names exactly the entries of the conversation's messages.
+    return or_(audit_log.c.actor_id == patient_id,
+               audit_log.c.object_id.in_([patient_id, *conversation_ids]),
+               *(audit_log.c.details.like(f'%"conversation_id":"{cid}"%')
+                 for cid in conversation_ids))
 
 
 async def count(conn: AsyncConnection, stream: str) -> int:

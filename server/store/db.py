@@ -22,6 +22,8 @@ retries such a batch once (``server/store/group_commit.py``); other callers answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -49,6 +51,14 @@ SQLITE_SWITCH_INTERVAL = 0.0005
 # Recycle PostgreSQL connections hourly instead of pinging them at every checkout.
 POSTGRES_RECYCLE_SECONDS = 3600
 
+# Statement parameters are password hashes, typed sign-in text, blind indexes and
+# ciphertext: never in a log line (SQLAlchemy writes them at DEBUG, and into the text of
+# its exceptions). echo stays off; LOG_LEVEL=DEBUG still shows the statements.
+ENGINE_OPTIONS = {"hide_parameters": True, "echo": False}
+
+# The execution option that carries the audit log's MAC key on write connections.
+AUDIT_KEY_OPTION = "securechat_audit_key"
+
 T = TypeVar("T")
 
 
@@ -66,7 +76,11 @@ def async_url(url: str) -> str:
 class Database:
     """Owns the engine. ``write()`` and ``read()`` each yield a connection in a transaction."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, audit_key: bytes | None = None
+                 ) -> None:
+        """``audit_key`` rides on every write transaction (an execution option) so the
+        audit log can key its chain in whichever transaction appends to it
+        (server/audit.py); without it, writes work but audit appends refuse."""
         self.url = url
         target = make_url(async_url(url))
         self.dialect = target.get_backend_name()
@@ -74,13 +88,13 @@ class Database:
         if self.dialect == "sqlite":
             in_memory = not target.database or target.database == ":memory:"
             if not in_memory:
-                Path(target.database).parent.mkdir(parents=True, exist_ok=True)
+                create_private(Path(target.database))
             self.engine: AsyncEngine = create_async_engine(
-                target, pool_size=SQLITE_READ_POOL, max_overflow=0)
+                target, pool_size=SQLITE_READ_POOL, max_overflow=0, **ENGINE_OPTIONS)
             _configure_sqlite(self.engine)
             # In memory, every connection is a database of its own: share the one engine.
             self.write_engine = self.engine if in_memory else create_async_engine(
-                target, pool_size=1, max_overflow=0)
+                target, pool_size=1, max_overflow=0, **ENGINE_OPTIONS)
             if self.write_engine is not self.engine:
                 _configure_sqlite(self.write_engine)
             self._write_lock = asyncio.Lock()
@@ -88,9 +102,10 @@ class Database:
         else:
             self.engine = create_async_engine(
                 target, pool_size=pool_size, max_overflow=pool_size,
-                pool_recycle=POSTGRES_RECYCLE_SECONDS)
+                pool_recycle=POSTGRES_RECYCLE_SECONDS, **ENGINE_OPTIONS)
             self.write_engine = self.engine
-        self._writer = self.write_engine.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        self._writer = self.write_engine.execution_options(
+            sqlite_begin="BEGIN IMMEDIATE", **{AUDIT_KEY_OPTION: audit_key})
 
     @property
     def is_postgres(self) -> bool:
@@ -131,6 +146,16 @@ class Database:
         await self.engine.dispose()
         if self.write_engine is not self.engine:
             await self.write_engine.dispose()
+
+
+def create_private(path: Path) -> None:
+    """Create a SQLite database file readable by its owner only (0600, in a directory
+    made 0700 when it is new), before SQLite would create it under the process umask
+    (0644 is usual). Its ``-wal`` and ``-shm`` files take the same mode from it. An
+    existing file is left as it is (``securechat demo`` tightens its own)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -14,34 +14,71 @@ from server.store.tables import accounts, conversations, link_codes, patients, s
 
 async def link(conn: AsyncConnection, token_hash: str, *, lock: bool = False
                ) -> RowMapping | None:
-    """The link with what verification needs: the patient's encrypted date of birth and
-    the account's code setting. ``lock`` holds the row until commit (failure counting)."""
-    query = (select(secure_links, conversations.c.patient_id, patients.c.dob_enc,
-                    patients.c.opted_out, accounts.c.require_code, accounts.c.portal_active,
-                    accounts.c.clinic_name)
+    """The link with what verification needs: the patient's encrypted date of birth,
+    the conversation's failure count and the account's settings. ``lock`` holds the
+    conversation's row until commit: every try on any of its links, and every new link,
+    waits for it, so the per-conversation count cannot be raced."""
+    query = (select(secure_links, conversations.c.patient_id, conversations.c.link_failures,
+                    patients.c.dob_enc, patients.c.opted_out, accounts.c.require_code,
+                    accounts.c.portal_active, accounts.c.clinic_name)
              .join(conversations, conversations.c.id == secure_links.c.conversation_id)
              .join(patients, patients.c.id == conversations.c.patient_id)
              .join(accounts, accounts.c.id == secure_links.c.account_id)
              .where(secure_links.c.token_hash == token_hash))
     if lock:
-        query = query.with_for_update(of=secure_links)
+        query = query.with_for_update(of=conversations)
     return (await conn.execute(query)).mappings().first()
 
 
-async def add_failure(conn: AsyncConnection, token_hash: str, now: datetime,
-                      lock_after: int) -> int:
-    """Count one wrong try; the ``lock_after``-th locks the link. Returns the count."""
-    result = await conn.execute(
-        update(secure_links).where(secure_links.c.token_hash == token_hash)
-        .values(failures=secure_links.c.failures + 1)
-        .returning(secure_links.c.failures))
-    failures = result.scalar_one()
+async def add_failure(conn: AsyncConnection, token_hash: str, conversation_id: str,
+                      now: datetime, lock_after: int) -> int:
+    """Count one wrong try for the conversation (and the link it was made on); the
+    ``lock_after``-th locks every live link of the conversation. Returns the
+    conversation's count."""
+    await conn.execute(update(secure_links).where(secure_links.c.token_hash == token_hash)
+                       .values(failures=secure_links.c.failures + 1))
+    failures = (await conn.execute(
+        update(conversations).where(conversations.c.id == conversation_id)
+        .values(link_failures=conversations.c.link_failures + 1)
+        .returning(conversations.c.link_failures))).scalar_one()
     if failures >= lock_after:
         await conn.execute(update(secure_links)
-                           .where(secure_links.c.token_hash == token_hash,
+                           .where(secure_links.c.conversation_id == conversation_id,
+                                  secure_links.c.revoked_at.is_(None),
                                   secure_links.c.locked_at.is_(None))
                            .values(locked_at=now))
     return failures
+
+
+async def mark_verified(conn: AsyncConnection, token_hash: str, now: datetime) -> None:
+    await conn.execute(update(secure_links).where(secure_links.c.token_hash == token_hash,
+                                                  secure_links.c.verified_at.is_(None))
+                       .values(verified_at=now))
+
+
+async def session_ended(conn: AsyncConnection, conversation_id: str, now: datetime) -> None:
+    """The patient pressed "End session": the conversation's links issued so far open
+    only with the one-time code from now on."""
+    await conn.execute(update(secure_links)
+                       .where(secure_links.c.conversation_id == conversation_id,
+                              secure_links.c.session_ended_at.is_(None))
+                       .values(session_ended_at=now))
+
+
+async def reset_failures(conn: AsyncConnection, conversation_id: str) -> None:
+    await conn.execute(update(conversations).where(conversations.c.id == conversation_id)
+                       .values(link_failures=0))
+
+
+async def resends_since(conn: AsyncConnection, conversation_id: str, since: datetime
+                        ) -> list[datetime]:
+    """When each staff-resent link of the conversation was made since ``since``, oldest
+    first."""
+    return list((await conn.execute(
+        select(secure_links.c.created_at)
+        .where(secure_links.c.conversation_id == conversation_id,
+               secure_links.c.resent_by.is_not(None), secure_links.c.created_at > since)
+        .order_by(secure_links.c.created_at))).scalars())
 
 
 async def revoke_conversation_links(conn: AsyncConnection, account_id: str,

@@ -175,3 +175,14 @@ async def page(conn: AsyncConnection, conversation_id: str, *, before_seq: int |
     if before_seq is not None:
         query = query.where(messages.c.seq < before_seq)
     return list((await conn.execute(query)).mappings().all())
+
+
+async def patient_sms(conn: AsyncConnection, conversation_id: str, limit: int
+                      ) -> list[RowMapping]:
+    """Up to ``limit`` SMS the patient sent into the conversation, newest first."""
+    return list((await conn.execute(
+        select(messages)
+        .where(messages.c.conversation_id == conversation_id,
+               messages.c.direction == "inbound", messages.c.channel == "sms")
+        .order_by(messages.c.seq.desc())
+        .limit(limit))).mappings().all())

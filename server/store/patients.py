@@ -29,9 +29,11 @@ async def patient_by_phone_index(conn: AsyncConnection, account_id: str,
 
 async def conversation(conn: AsyncConnection, account_id: str, conversation_id: str
                        ) -> RowMapping | None:
-    """The conversation with its patient's encrypted fields, if it is in this account."""
+    """The conversation with its patient's encrypted fields and opt-out state, if it is
+    in this account."""
     query = (
-        select(conversations, patients.c.name_enc, patients.c.phone_enc)
+        select(conversations, patients.c.name_enc, patients.c.phone_enc,
+               patients.c.opted_out, patients.c.opted_out_at, patients.c.unknown)
         .join(patients, patients.c.id == conversations.c.patient_id)
         .where(conversations.c.id == conversation_id,
                conversations.c.account_id == account_id)
@@ -52,7 +54,7 @@ async def conversation_page(conn: AsyncConnection, account_id: str, reader_id: s
         select(conversations.c.id, conversations.c.last_seq,
                conversations.c.last_activity_at, patients.c.id.label("patient_id"),
                patients.c.name_enc, patients.c.phone_enc, patients.c.opted_out,
-               patients.c.unknown, unread.label("unread"))
+               patients.c.opted_out_at, patients.c.unknown, unread.label("unread"))
         .join(patients, patients.c.id == conversations.c.patient_id)
         .where(conversations.c.account_id == account_id)
         .order_by(conversations.c.last_activity_at.desc(), conversations.c.id)

@@ -1,4 +1,4 @@
-"""Queries for server-side sessions and the login throttle."""
+"""Queries for server-side sessions (the sign-in throttle is in ``throttle.py``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.store.db import upsert
-from server.store.tables import accounts, login_throttle, sessions, staff
+from server.store.tables import accounts, sessions, staff
 
 
 async def insert_session(conn: AsyncConnection, **values: Any) -> None:
@@ -41,10 +40,24 @@ async def staff_sessions(conn: AsyncConnection, session_ids: Sequence[str]
 
 async def patient_sessions(conn: AsyncConnection, session_ids: Sequence[str]
                            ) -> dict[str, RowMapping]:
-    """Patient sessions by id (missing ids are absent)."""
-    rows = await conn.execute(select(sessions).where(
-        sessions.c.id.in_(session_ids), sessions.c.kind == "patient"))
+    """Patient sessions by id (missing ids are absent), with their account's portal
+    switch and clinic name."""
+    rows = await conn.execute(
+        select(sessions, accounts.c.portal_active, accounts.c.clinic_name)
+        .join(accounts, accounts.c.id == sessions.c.account_id)
+        .where(sessions.c.id.in_(session_ids), sessions.c.kind == "patient"))
     return {row["id"]: row for row in rows.mappings()}
+
+
+async def end_account_patient_sessions(conn: AsyncConnection, account_id: str,
+                                       now: datetime) -> list[str]:
+    """End every live patient session of an account (its portal was turned off)."""
+    result = await conn.execute(
+        update(sessions).where(sessions.c.kind == "patient",
+                               sessions.c.account_id == account_id,
+                               sessions.c.ended_at.is_(None))
+        .values(ended_at=now).returning(sessions.c.id))
+    return list(result.scalars())
 
 
 async def session_states(conn: AsyncConnection, session_ids: list[str]) -> list[RowMapping]:
@@ -73,31 +86,6 @@ async def end_session(conn: AsyncConnection, session_id: str, now: datetime) -> 
     await conn.execute(update(sessions).where(sessions.c.id == session_id,
                                               sessions.c.ended_at.is_(None))
                        .values(ended_at=now))
-
-
-async def throttle(conn: AsyncConnection, key: str) -> RowMapping | None:
-    return (await conn.execute(select(login_throttle).where(login_throttle.c.key == key))
-            ).mappings().first()
-
-
-async def record_failure(conn: AsyncConnection, key: str, now: datetime) -> int:
-    """Count one more failed login for ``key``; returns the new count."""
-    statement = upsert(conn, login_throttle).values(
-        key=key, failures=1, updated_at=now)
-    statement = statement.on_conflict_do_update(
-        index_elements=[login_throttle.c.key],
-        set_={"failures": login_throttle.c.failures + 1, "updated_at": now},
-    ).returning(login_throttle.c.failures)
-    return (await conn.execute(statement)).scalar_one()
-
-
-async def lock(conn: AsyncConnection, key: str, until: datetime) -> None:
-    await conn.execute(update(login_throttle).where(login_throttle.c.key == key)
-                       .values(locked_until=until))
-
-
-async def clear_throttle(conn: AsyncConnection, key: str) -> None:
-    await conn.execute(login_throttle.delete().where(login_throttle.c.key == key))
 
 
 async def end_patient_sessions(conn: AsyncConnection, conversation_id: str, now: datetime

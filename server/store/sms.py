@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, func, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,8 +27,8 @@ _INSERT_LINK = secure_links.insert()
 _UNFINISHED = ("pending", "sending")
 # A message status only moves forward along these ranks (callbacks come out of order).
 STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
-               "notified": 3, "delivered": 4, "read": 5, "undelivered": 4, "failed": 4,
-               "canceled": 4}
+               "notified": 3, "not_notified": 3, "delivered": 4, "read": 5,
+               "undelivered": 4, "failed": 4, "canceled": 4}
 
 
 async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
@@ -42,8 +42,22 @@ async def insert_outbox_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any
 
 
 async def insert_links(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """New secure links; each revokes its conversation's older unverified links (only
+    the newest link a patient was sent opens, so tries cannot be spread over several;
+    a link the patient already verified on stays)."""
     if rows:
+        await _revoke_unverified(conn, {row["conversation_id"] for row in rows},
+                                 min(row["created_at"] for row in rows))
         await conn.execute(_INSERT_LINK, list(rows))
+
+
+async def _revoke_unverified(conn: AsyncConnection, conversation_ids: set[str],
+                             now: datetime) -> None:
+    await conn.execute(
+        update(secure_links).where(
+            secure_links.c.conversation_id.in_(sorted(conversation_ids)),
+            secure_links.c.verified_at.is_(None), secure_links.c.revoked_at.is_(None))
+        .values(revoked_at=now))
 
 
 async def claim(conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
@@ -85,10 +99,14 @@ async def recipient(conn: AsyncConnection, patient_id: str) -> RowMapping | None
 
 
 async def finish(conn: AsyncConnection, outbox_id: int, *, status: str, now: datetime,
-                 provider_sid: str | None = None, error_code: str | None = None) -> None:
+                 provider_sid: str | None = None, error_code: str | None = None,
+                 from_number: str | None = None) -> None:
+    """``from_number``: the number a sent SMS left from (replies to the shared number
+    are routed by it)."""
     await conn.execute(update(sms_outbox).where(sms_outbox.c.id == outbox_id).values(
         status=status, provider_sid=provider_sid, error_code=error_code,
-        sent_at=now if status == "sent" else None, claimed_until=None))
+        sent_at=now if status == "sent" else None, claimed_until=None,
+        from_number=from_number))
 
 
 async def retry_later(conn: AsyncConnection, outbox_id: int, at: datetime,
@@ -120,9 +138,20 @@ async def is_opted_out(conn: AsyncConnection, patient_id: str) -> bool:
                                     .where(patients.c.id == patient_id))).scalar_one())
 
 
-async def set_opted_out(conn: AsyncConnection, patient_id: str, opted_out: bool) -> None:
-    await conn.execute(update(patients).where(patients.c.id == patient_id)
-                       .values(opted_out=opted_out))
+async def set_opted_out(conn: AsyncConnection, patient_id: str, opted_out: bool,
+                        now: datetime) -> RowMapping | None:
+    """Change the patient's opt-out; the patient's account and conversation when it
+    changed, None when it already was so (a second STOP keeps the first one's date)."""
+    changed = (await conn.execute(
+        update(patients).where(patients.c.id == patient_id,
+                               patients.c.opted_out != opted_out)
+        .values(opted_out=opted_out, opted_out_at=now if opted_out else None))).rowcount
+    if not changed:
+        return None
+    return (await conn.execute(
+        select(conversations.c.id, conversations.c.account_id, conversations.c.last_seq,
+               conversations.c.inbound_count, conversations.c.last_activity_at)
+        .where(conversations.c.patient_id == patient_id))).mappings().first()
 
 
 async def account_by_number(conn: AsyncConnection, number: str) -> RowMapping | None:
@@ -130,12 +159,25 @@ async def account_by_number(conn: AsyncConnection, number: str) -> RowMapping | 
             ).mappings().first()
 
 
-async def notification_state(conn: AsyncConnection, conversation_id: str
-                             ) -> RowMapping | None:
-    return (await conn.execute(select(conversations.c.notified_at,
-                                      conversations.c.notified_seq)
-                               .where(conversations.c.id == conversation_id))
-            ).mappings().first()
+async def shared_number_threads(conn: AsyncConnection, shared_number: str,
+                                pairs: Sequence[tuple[str, str]]) -> list[RowMapping]:
+    """The conversations of the patients named by ``pairs`` of (account id, phone blind
+    index) that were sent an SMS from the shared number, with their newest such send
+    (``last_sent_at``, ``last_id``). A sent row's null ``from_number`` predates its
+    recording (migration 0004) and was sent from the shared number."""
+    if not pairs:
+        return []
+    from_shared = (sms_outbox.c.from_number == shared_number) | sms_outbox.c.from_number.is_(None)
+    query = (select(conversations.c.id.label("conversation_id"),
+                    conversations.c.account_id, patients.c.id.label("patient_id"),
+                    func.max(sms_outbox.c.sent_at).label("last_sent_at"),
+                    func.max(sms_outbox.c.id).label("last_id"))
+             .join(conversations, conversations.c.patient_id == patients.c.id)
+             .join(sms_outbox, sms_outbox.c.conversation_id == conversations.c.id)
+             .where(tuple_(patients.c.account_id, patients.c.phone_index).in_(list(pairs)),
+                    sms_outbox.c.status == "sent", from_shared)
+             .group_by(conversations.c.id, conversations.c.account_id, patients.c.id))
+    return list((await conn.execute(query)).mappings().all())
 
 
 async def set_notified(conn: AsyncConnection, conversation_id: str, now: datetime,
@@ -151,6 +193,9 @@ async def read_seq(conn: AsyncConnection, conversation_id: str, reader_id: str) 
 
 
 async def insert_link(conn: AsyncConnection, **values: Any) -> None:
+    """One new secure link; as with :func:`insert_links`, it revokes its conversation's
+    older unverified links."""
+    await _revoke_unverified(conn, {values["conversation_id"]}, values["created_at"])
     await conn.execute(secure_links.insert().values(**values))
 
 
@@ -165,7 +210,6 @@ async def simulated(conn: AsyncConnection, limit: int) -> list[RowMapping]:
 
 
 async def pending_count(conn: AsyncConnection) -> int:
-    from sqlalchemy import func
     return (await conn.execute(select(func.count()).select_from(sms_outbox)
                                .where(sms_outbox.c.status.in_(_UNFINISHED)))).scalar_one()
 

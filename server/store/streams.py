@@ -79,12 +79,13 @@ async def mark_read(conn: AsyncConnection, conversation_id: str, upto_seq: int,
 
 
 async def mark_delivered(conn: AsyncConnection, message_ids: Sequence[str]) -> list[Any]:
-    """Secure messages still ``sent`` or ``notified`` become ``delivered`` (a status never
-    moves backwards); returns (id, conversation_id, account_id) of those changed."""
+    """Secure messages still ``sent``, ``notified`` or ``not_notified`` (the patient came
+    anyway) become ``delivered`` (a status never moves backwards); returns (id,
+    conversation_id, account_id) of those changed."""
     result = await conn.execute(
         update(messages)
         .where(and_(messages.c.id.in_(message_ids),
-                    messages.c.status.in_(("sent", "notified"))))
+                    messages.c.status.in_(("sent", "notified", "not_notified"))))
         .values(status="delivered")
         .returning(messages.c.id, messages.c.conversation_id, messages.c.account_id))
     return list(result.all())

@@ -97,6 +97,8 @@ patients = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # Replied STOP (or the provider said the number is opted out): no SMS of any kind.
     Column("opted_out", Boolean, nullable=False, default=False),
+    # When it replied STOP (or the provider reported the opt-out); null while opted in.
+    Column("opted_out_at", UTCDateTime),
     # Made for an inbound SMS from a number no patient has; staff complete it later.
     Column("unknown", Boolean, nullable=False, default=False),
     UniqueConstraint("account_id", "phone_index"),
@@ -116,6 +118,10 @@ conversations = Table(
     # The last secure-message notification: at most one per window while unread.
     Column("notified_at", UTCDateTime),
     Column("notified_seq", BigInteger, nullable=False, default=0),
+    # Wrong dates of birth and codes on any of its links, counted together (so a new
+    # link brings no new tries); the fifth locks them all. Only staff's "Send a new
+    # link" sets it back to 0.
+    Column("link_failures", Integer, nullable=False, default=0),
     Column("last_activity_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "account_id", "last_activity_at"),
@@ -231,6 +237,10 @@ sms_outbox = Table(
     Column("error_code", String(16)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # The number a sent SMS left from: the account's own, or the shared one (null: sent
+    # before 0004 recorded it, from the shared number). Replies to the shared number go
+    # to the conversation it texted last (server/sms/inbound.py).
+    Column("from_number", String(20)),
     Index(None, "status", "next_attempt_at"),
     Index(None, "conversation_id", "status"),
 )
@@ -247,6 +257,14 @@ secure_links = Table(
     # Wrong dates of birth and wrong codes together; five lock the link for good.
     Column("failures", Integer, nullable=False, default=0),
     Column("locked_at", UTCDateTime),
+    # When a patient first verified on it; a newer link revokes only unverified ones.
+    Column("verified_at", UTCDateTime),
+    # When the patient pressed "End session" after it was issued: from then on it opens
+    # only with the one-time code too (docs/security.md).
+    Column("session_ended_at", UTCDateTime),
+    # The staff member whose "Send a new link" made it (null: a notification's link);
+    # the per-conversation resend limit counts these.
+    _id("resent_by"),
 )
 
 simulated_sms = Table(

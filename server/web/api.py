@@ -197,21 +197,6 @@ async def conversation_messages(request: Request) -> Response:
                         status_code=200 if result.duplicate else 201)
 
 
-async def revoke_links(request: Request) -> Response:
-    """Revoke the conversation's secure links and end its patient sessions at once (their
-    sockets close on every node)."""
-    principal = await staff_principal(request)
-    conversation_id = _path_id(request, "conversation_id", "conversation")
-    state = request.app.state
-    if await state.services.streams.summary(principal.account_id, conversation_id) is None:
-        raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
-    revoked, ended = await state.links.revoke(principal.account_id, conversation_id,
-                                              _actor(request, principal))
-    for session_id in ended:
-        state.hub.end_session(session_id)
-    return JSONResponse({"revoked_links": revoked, "ended_sessions": len(ended)})
-
-
 async def sms_segments(request: Request) -> Response:
     """How many SMS segments a draft takes, and in which encoding (for the composer)."""
     await staff_principal(request)
@@ -263,17 +248,18 @@ async def audit_entries(request: Request) -> Response:
     principal = await staff_principal(request, admin=True)
     services = _services(request)
     filters = {name: _text_param(request, name)
-               for name in ("action", "actor_id", "since", "until")}
+               for name in ("action", "actor_id", "patient_id", "since", "until")}
     for bound in ("since", "until"):
         if filters[bound] is not None:
             filters[bound] = _rfc3339_param(bound, filters[bound])
     if filters["action"] is not None and not ACTION_NAME.fullmatch(filters["action"]):
         raise invalid("action: not an action name such as auth.login")
-    if filters["actor_id"] is not None:
-        try:
-            uuid.UUID(filters["actor_id"])
-        except ValueError:
-            raise invalid("actor_id: not a staff member's id") from None
+    for name, what in (("actor_id", "a staff member's id"), ("patient_id", "a patient's id")):
+        if filters[name] is not None:
+            try:
+                uuid.UUID(filters[name])
+            except ValueError:
+                raise invalid(f"{name}: not {what}") from None
     limit = _int_param(request, "limit", 100)
     if not 1 <= limit <= MAX_AUDIT_PAGE:
         raise invalid(f"limit: must be between 1 and {MAX_AUDIT_PAGE}")
@@ -330,8 +316,6 @@ routes = [
     Route("/api/conversations/{conversation_id}/messages", conversation_messages,
           methods=["GET", "POST"]),
     Route("/api/sms/segments", sms_segments, methods=["POST"]),
-    Route("/api/conversations/{conversation_id}/links/revoke", revoke_links,
-          methods=["POST"]),
     Route("/api/account/settings", account_settings, methods=["GET", "PUT"]),
     Route("/api/staff", staff_members, methods=["GET", "POST"]),
     Route("/api/staff/{staff_id}/deactivate", deactivate_staff, methods=["POST"]),

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.audit import Actor
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
+from server.settings import host_name
 
 log = logging.getLogger("securechat.http")
 T = TypeVar("T")
@@ -38,11 +39,17 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
     (b"content-security-policy",
-     b"default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"),
+     b"default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+     b"form-action 'self'"),
 ]
 # Added when PUBLIC_URL is https: browsers then refuse plain http to this host for a year
 # (OWASP's value). No includeSubDomains: the clinic's other hosts are not ours to decide.
 HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+def security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:
+    """The headers every response carries (with HSTS when PUBLIC_URL is https)."""
+    return [*SECURITY_HEADERS, HSTS] if hsts else list(SECURITY_HEADERS)
 
 
 class JSONResponse(Response):
@@ -145,18 +152,36 @@ def origin_allowed(headers: dict[bytes, bytes], allowed: frozenset[str]) -> bool
     return True
 
 
+def host_allowed(headers: dict[bytes, bytes], allowed: frozenset[str]) -> bool:
+    """DNS-rebinding policy: the ``Host`` header must name this service.
+
+    ``allowed`` holds lower-case host names (:attr:`server.settings.Settings.hosts`);
+    the port is ignored. A request without ``Host`` is refused too (every browser sends
+    one).
+    """
+    raw = headers.get(b"host")
+    return raw is not None and host_name(raw.decode("latin-1")) in allowed
+
+
+def host_refused() -> JSONResponse:
+    """The answer to a request whose ``Host`` is not this service's (HTTP 400)."""
+    return JSONResponse(error_body(ErrorCode.INVALID_REQUEST, "host is not allowed"),
+                        status_code=400)
+
+
 class EdgeMiddleware:
-    """Pure ASGI middleware: request id, body size limit, Origin check, security headers
+    """Pure ASGI middleware: request id, Host check, body size limit, Origin check, security headers
     (HSTS too when the app's PUBLIC_URL is https), access log and request metrics. Logs
     name the route, never the raw path (it can hold a link token).
     """
 
-    def __init__(self, app: ASGIApp, *, allowed_origins: frozenset[str], metrics: Metrics,
-                 hsts: bool = False,
+    def __init__(self, app: ASGIApp, *, allowed_origins: frozenset[str],
+                 allowed_hosts: frozenset[str], metrics: Metrics, hsts: bool = False,
                  csrf_exempt_prefixes: tuple[str, ...] = ("/sms/",)) -> None:
         self.app = app
-        self.security_headers = [*SECURITY_HEADERS, HSTS] if hsts else SECURITY_HEADERS
+        self.security_headers = security_headers(hsts)
         self.allowed_origins = allowed_origins
+        self.allowed_hosts = allowed_hosts
         self.metrics = metrics
         self.csrf_exempt = csrf_exempt_prefixes
 
@@ -183,7 +208,9 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            if (scope["method"] in _STATE_CHANGING
+            if not host_allowed(headers, self.allowed_hosts):
+                await host_refused()(scope, receive, send_with_headers)
+            elif (scope["method"] in _STATE_CHANGING
                     and not scope["path"].startswith(self.csrf_exempt)
                     and not origin_allowed(headers, self.allowed_origins)):
                 response = JSONResponse(

@@ -72,6 +72,14 @@ def locked_page() -> str:
 <p>Please ask your clinic to send you a new link.</p></div>""")
 
 
+def portal_off_page(clinic: str) -> str:
+    """The clinic has turned secure messaging off: one neutral page for its links and
+    for a patient whose page was open (it says nothing about the link or the patient)."""
+    return page("Secure messaging not available", f"""<div class="notice" id="portal-off">
+<h1>Secure messaging is not available</h1>
+<p>Please call {html.escape(clinic)}.</p></div>""")
+
+
 def ended_page() -> str:
     return page("Session ended", """<div class="notice">
 <h1>Your secure session has ended</h1>

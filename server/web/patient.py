@@ -14,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from server.errors import AppError, ErrorCode
+from server.patient_auth import PortalOff
 from server.protocol import VerifyRequest
 from server.services.links import CodeSent, LinkState
 from server.web import cookies, pages
@@ -27,7 +28,7 @@ async def link_page(request: Request) -> Response:
     token = request.path_params["token"]
     state, clinic = await request.app.state.links.state(token)
     if state is not LinkState.VALID:
-        return _state_page(state)
+        return _state_page(state, clinic)
     return HTMLResponse(pages.verify_page(token, clinic))
 
 
@@ -52,7 +53,7 @@ async def verify(request: Request) -> Response:
         # A malformed entry is not a wrong answer: it counts no failure.
         state, clinic = await links.state(token)
         if state is not LinkState.VALID:
-            return _state_page(state)
+            return _state_page(state, clinic)
         return HTMLResponse(pages.verify_page(
             token, clinic, code_required=code is not None,
             date_of_birth=dob if _DATE.match(dob) else "",
@@ -78,9 +79,12 @@ async def verify(request: Request) -> Response:
     return response
 
 
-def _state_page(state: LinkState) -> Response:
+def _state_page(state: LinkState, clinic: str = "") -> Response:
     """The page of a link that cannot be used: one neutral page for unknown, expired and
-    revoked links (same status, same body), another for a locked one."""
+    revoked links (same status, same body), another for a locked one, and "not
+    available, please call" while the clinic's portal is off (409 ``portal_inactive``)."""
+    if state is LinkState.UNAVAILABLE:
+        return HTMLResponse(pages.portal_off_page(clinic), status_code=409)
     if state is LinkState.LOCKED:
         return HTMLResponse(pages.locked_page(), status_code=423)
     return HTMLResponse(pages.gone_page(), status_code=404)
@@ -88,6 +92,8 @@ def _state_page(state: LinkState) -> Response:
 
 def _form_error(token: str, exc: AppError, state, dob: str, code: str | None) -> Response:
     link_state, clinic = state
+    if exc.code is ErrorCode.PORTAL_INACTIVE or link_state is LinkState.UNAVAILABLE:
+        return _state_page(LinkState.UNAVAILABLE, clinic)
     if exc.code is ErrorCode.NOT_FOUND or link_state is LinkState.GONE:
         return _state_page(LinkState.GONE)
     if exc.code is ErrorCode.LOCKED or link_state is LinkState.LOCKED:
@@ -110,6 +116,8 @@ async def chat(request: Request) -> Response:
     token = request.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
         await services.patient_sessions.authenticate(token)
+    except PortalOff as exc:
+        return HTMLResponse(pages.portal_off_page(exc.clinic_name), status_code=409)
     except AppError:
         return HTMLResponse(pages.ended_page(), status_code=401)
     return HTMLResponse(pages.chat_page())

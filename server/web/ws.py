@@ -2,7 +2,8 @@
 socket's frames in one task while the endpoint coroutine itself writes its outbox: two
 tasks per socket (uvicorn's, which runs this endpoint, and the reader), not three.
 
-Handshake policy: a missing or foreign ``Origin`` is refused before the upgrade (HTTP
+Handshake policy: a ``Host`` that is not this service's is refused (HTTP 400, DNS
+rebinding); a missing or foreign ``Origin`` is refused before the upgrade (HTTP
 403: a hijacking page learns nothing); so is an address that already holds
 ``WS_MAX_PER_ADDRESS`` open sockets on this node (HTTP 429 ``rate_limited``); a missing or
 expired session is accepted and closed at once with 4401, so the page can tell "sign in
@@ -16,21 +17,22 @@ import logging
 import time
 
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from server.address_limits import AddressLimit
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
 from server.protocol import AccountInfo, Ready, User
-from server.realtime.address_limits import AddressLimit
 from server.realtime.connection import Connection
 from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
 from server.realtime.outbox import Outbox
 from server.web import cookies
-from server.web.http import error_response
+from server.web.http import error_response, host_allowed, host_refused, security_headers
 
 log = logging.getLogger("securechat.ws")
 
@@ -45,6 +47,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     app = websocket.app
     services, hub, frames = app.state.services, app.state.hub, app.state.frames
     settings = services.settings
+    if not host_allowed(dict(websocket.scope["headers"]), settings.hosts):
+        await _deny(websocket, host_refused(), settings.secure_cookies)
+        return
     origin = websocket.headers.get("origin")
     if origin is None or origin.lower() not in settings.origins:
         await websocket.close(code=4403)  # before accept: the client gets HTTP 403
@@ -52,8 +57,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     ip = websocket.client.host if websocket.client else None
     addresses: AddressLimit = app.state.ws_addresses
     if not addresses.acquire(ip or ""):
-        await _deny(websocket, AppError(ErrorCode.RATE_LIMITED,
-                                        "too many connections from this address"))
+        await _deny(websocket, error_response(AppError(
+            ErrorCode.RATE_LIMITED, "too many connections from this address")),
+            settings.secure_cookies)
         return
     # One coroutine for the socket's whole life (no helper frame kept on its stack).
     try:
@@ -81,11 +87,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         addresses.release(ip or "")
 
 
-async def _deny(websocket: WebSocket, exc: AppError) -> None:
-    """Refuse the upgrade with an HTTP error (uvicorn supports the ASGI denial-response
-    extension); a server without it gets a plain close before accept (HTTP 403)."""
+async def _deny(websocket: WebSocket, response: Response, hsts: bool) -> None:
+    """Refuse the upgrade with an HTTP error carrying the security headers (the edge
+    middleware never sees /ws; uvicorn supports the ASGI denial-response extension); a
+    server without it gets a plain close before accept (HTTP 403)."""
     if "websocket.http.response" in (websocket.scope.get("extensions") or {}):
-        await websocket.send_denial_response(error_response(exc))
+        response.raw_headers.extend(security_headers(hsts))
+        await websocket.send_denial_response(response)
     else:
         await websocket.close(code=4403)
 
@@ -227,7 +235,7 @@ def _release_handshake(websocket: WebSocket) -> None:
     socket came through :class:`Direct`); tests/realtime/test_ws_memory.py checks that
     the installed uvicorn still matches."""
     protocol = getattr(websocket._send, "__self__", None)
-    if (type(protocol).__name__ == "WebSocketsSansIOProtocol"
+    if (any(cls.__name__ == "WebSocketsSansIOProtocol" for cls in type(protocol).__mro__)
             and getattr(protocol, "handshake_complete", False)
             and hasattr(protocol, "request") and hasattr(protocol, "response")):
         protocol.request = protocol.response = None

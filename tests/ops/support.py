@@ -12,6 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.realtime.cluster_nodes import ServeProcess, node_env
 from tests.realtime.test_multinode import RAISED_LIMITS, Seeded, seed
 
+# The operator's scrape token for the nodes these tests start (SECURECHAT_METRICS_TOKEN).
+METRICS_TOKEN = "ops-test-metrics-token-0123456789"
+
 
 @contextlib.asynccontextmanager
 async def seeded_node(postgresql_url: str, redis_url: str, master_key: bytes,
@@ -21,7 +24,8 @@ async def seeded_node(postgresql_url: str, redis_url: str, master_key: bytes,
     seeded = await seed(postgresql_url, master_key)
     node = ServeProcess("ops", node_env(database_url=postgresql_url, redis_url=redis_url,
                                         master_key=master_key,
-                                        **{**RAISED_LIMITS, **settings}))
+                                        **{**RAISED_LIMITS,
+                                           "metrics_token": METRICS_TOKEN, **settings}))
     try:
         await node.start()
         yield node, seeded
@@ -35,7 +39,8 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 async def scrape(url: str) -> tuple[set[str], Samples]:
     """``GET /metrics``: the metric family names and every sample by (name, labels)."""
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        response = await client.get("/metrics")
+        response = await client.get("/metrics",
+                                    headers={"authorization": f"Bearer {METRICS_TOKEN}"})
     assert response.status_code == 200, response.text
     names: set[str] = set()
     samples: Samples = {}

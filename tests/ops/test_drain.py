@@ -72,7 +72,7 @@ LOGIN = json.dumps({"email": "nobody@clinic.test", "password": "not the password
 async def start_slow_request(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A login whose body is only half sent: a request in progress at SIGTERM."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /api/auth/login HTTP/1.1\r\nHost: node\r\n"
+    writer.write(b"POST /api/auth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Content-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(LOGIN) + LOGIN[:10])
     await writer.drain()

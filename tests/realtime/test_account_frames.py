@@ -4,6 +4,7 @@ account's socket; ``ready`` carries the state for a console that was offline."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -37,19 +38,24 @@ async def ready(ws: WSClient, conversation_id: str) -> dict:
 
 
 async def test_ready_carries_the_account(server: RunningServer, clinic: Clinic) -> None:
-    """Staff ``ready`` holds the account as it is now; the patient's holds none."""
+    """Staff ``ready`` holds the account as it is now; the patient's holds none; with
+    the portal off a patient session no longer exists (issue 13)."""
+    cookie = await patient_cookie(server.services, clinic)
+    async with connect(server.url, cookie) as patient:
+        assert "account" not in await patient.wait_type("ready")
     name = (await put_settings(server, clinic, portal_active=False))["clinic_name"]
     async with connect(server.url, await staff_cookie(server, clinic.staff_email)) as staff, \
-            connect(server.url, await patient_cookie(server.services, clinic)) as patient:
+            connect(server.url, cookie) as patient:
         assert (await staff.wait_type("ready"))["account"] == {
             "portal_active": False, "clinic_name": name}
-        assert "account" not in await patient.wait_type("ready")
+        assert (await asyncio.wait_for(patient.closed, 5))[0] == 4401
 
 
 async def test_settings_change_reaches_every_staff_socket(
         server: RunningServer, services: Services, clinic: Clinic) -> None:
     """Both tabs of a nurse and the admin get the new state; the patient's socket and
-    another account's staff get nothing."""
+    another account's staff get nothing. (The portal stays on: turning it off ends the
+    patient's session, tests/security/test_secure_link_findings.py.)"""
     other = await make_clinic(services)
     nurse = await staff_cookie(server, clinic.staff_email)
     conversation = clinic.conversation_id
@@ -61,8 +67,10 @@ async def test_settings_change_reaches_every_staff_socket(
             await ready(ws, conversation)
         await ready(stranger, other.conversation_id)
 
-        await put_settings(server, clinic, portal_active=False, clinic_name="Harbour Clinic")
-        want = {"type": "account", "portal_active": False, "clinic_name": "Harbour Clinic"}
+        portal = (await put_settings(server, clinic, clinic_name="Harbour Clinic")
+                  )["portal_active"]
+        assert portal is True
+        want = {"type": "account", "portal_active": True, "clinic_name": "Harbour Clinic"}
         for ws in (tab1, tab2, boss):
             assert await ws.wait_type("account", timeout=2) == want
 

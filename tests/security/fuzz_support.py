@@ -50,7 +50,8 @@ NODE_SETTINGS = {"ws_rate_per_second": "1000000", "ws_rate_burst": "1000000",
                  "log_level": "WARNING"}
 # What a bad input may be answered with: documented client errors, never a 5xx.
 ERROR_CODES = frozenset({
-    "invalid_frame", "invalid_request", "unauthenticated", "forbidden", "not_found",
+    "invalid_frame", "invalid_request", "unauthenticated", "account_deactivated",
+    "forbidden", "not_found",
     "conflict", "rate_limited", "portal_inactive", "opted_out", "invalid_verification",
     "locked", "payload_too_large"})
 

@@ -9,8 +9,8 @@ import contextlib
 import websockets
 
 from loadtest.nodes import poll
+from server.address_limits import AddressLimit
 from server.clock import FakeClock
-from server.realtime.address_limits import AddressLimit
 from tests.conftest import make_clinic
 from tests.patient.support import run_node
 from tests.realtime.wsclient import connect, staff_cookie

@@ -69,6 +69,8 @@ CASES: dict[tuple[str, str], Case] = {
         "secure": False}),
     ("POST", "/api/sms/segments"): Case(200, lambda c: {"body": "See you at 3pm"}),
     ("POST", "/api/conversations/{conversation_id}/links/revoke"): Case(200),
+    # A new link by SMS now (rate-limited per conversation: one call per test here).
+    ("POST", "/api/conversations/{conversation_id}/links/resend"): Case(202),
     ("GET", "/api/account/settings"): Case(200, admin_only=True),
     ("PUT", "/api/account/settings"): Case(200, lambda c: {"clinic_name": "Renamed Clinic"},
                                            admin_only=True),
@@ -85,7 +87,8 @@ OTHER_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/"): "public",  # the console's static shell: no data
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
-    ("GET", "/metrics"): "public",  # operator scrape; labels hold no PHI (docs/security.md)
+    # The operator's bearer token (demo: loopback); test_metrics_access.py checks it.
+    ("GET", "/metrics"): "operator",
     ("GET", "/static/{path}"): "public",
     ("GET", "/s/ended"): "public",
     ("GET", "/s/{token}"): "link",  # the link's token is the credential
@@ -329,9 +332,10 @@ async def test_staff_of_another_account_reach_nothing(
 async def test_deactivated_staff_are_refused_everywhere(
         server: RunningServer, services: Services, clinic: Clinic) -> None:
     """Deactivated through the admin API, a staff member's open socket closes with 4401,
-    their old session is 401 on every /api route (admin ones too), a new socket closes
-    4401 and the right password no longer signs in. Both databases: ending the sessions
-    is the store's work."""
+    their old session is 401 ``account_deactivated`` on every /api route (admin ones
+    too: only that session's holder learns why), a new socket closes 4401 and the right
+    password no longer signs in. Both databases: ending the sessions is the store's
+    work."""
     cookie = await staff_cookie(server, clinic.staff_email)
     async with connect(server.url, cookie) as live:
         await live.wait_type("ready")
@@ -348,7 +352,7 @@ async def test_deactivated_staff_are_refused_everywhere(
             if CASES[(method, path)].public:  # sign in as this very member instead
                 response = await client.post(path, headers={"origin": ORIGIN}, json={
                     "email": clinic.staff_email, "password": PASSWORD})
-            if problem := refused(response, 401, "unauthenticated"):
+            if problem := refused(response, 401, "account_deactivated"):
                 wrong.append(f"{method} {path}: {problem}")
     wrong += await socket_not_signed_in(server.url, cookie)
     assert wrong == []

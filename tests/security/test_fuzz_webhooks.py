@@ -16,8 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.audit import SYSTEM
-from server.protocol import SettingsUpdate
 from tests.conftest import ORIGIN
 from tests.realtime.cluster_nodes import free_port
 from tests.security.fuzz_support import (
@@ -67,8 +65,7 @@ def node(postgresql_url: str, redis_url: str, master_key: bytes) -> Iterator[Fuz
 def sms_number(node: FuzzNode) -> str:
     """The clinic's SMS number: inbound SMS to it reach the clinic's threads."""
     number = new_phone()
-    node.loop.run(node.services.accounts.update_settings(
-        node.clinic.account_id, SettingsUpdate(sms_number=number), SYSTEM))
+    node.loop.run(node.services.accounts.assign_sms_number(node.clinic.account_id, number))
     return number
 
 

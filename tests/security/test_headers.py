@@ -2,9 +2,10 @@
 route table and the static folder; HSTS and ``__Host-`` cookies when PUBLIC_URL is https.
 
 Every response gets the same set from the edge (docs/protocol.md, Conventions): a CSP with
-``frame-ancestors 'none'`` and no inline script, ``X-Frame-Options: DENY``, ``nosniff``,
-``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store`` (PHI-bearing or not:
-the shells are cheap, and one rule cannot be forgotten on a new route).
+``frame-ancestors 'none'``, ``form-action 'self'`` and no inline script,
+``X-Frame-Options: DENY``, ``nosniff``, ``Referrer-Policy: no-referrer`` and
+``Cache-Control: no-store`` (PHI-bearing or not: the shells are cheap, and one rule cannot
+be forgotten on a new route).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ async def every_get(node: Node, client: httpx.AsyncClient) -> dict[str, int]:
 def assert_headers(response: httpx.Response, what: str) -> None:
     assert_patient_headers(response, what)
     assert "access-control-allow-origin" not in response.headers, what
+    # Forms post only here (issue 13): injected markup cannot send a form elsewhere.
+    directives = [d.strip() for d in response.headers["content-security-policy"].split(";")]
+    assert "form-action 'self'" in directives, what
 
 
 @sqlite_only

@@ -51,7 +51,7 @@ async def test_http_bodies_over_the_limit_are_413(database_url: str, master_key:
         async with node.login(clinic.staff_email) as client:
             before = await snapshot(node.services, clinic.account_id)
             cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-            head = (f"POST /api/patients HTTP/1.1\r\nHost: x\r\nOrigin: {ORIGIN}\r\n"
+            head = (f"POST /api/patients HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {ORIGIN}\r\n"
                     f"Cookie: {cookie}\r\nContent-Type: application/json\r\n")
             declared = await raw_request(node.url, head + "Content-Length: 10000000\r\n\r\n", [])
             assert status_of(declared) == 413

@@ -27,6 +27,7 @@ from loadtest.nodes import private_postgres
 from server.services.container import build_services
 from server.settings import from_env
 from tests.conftest import ORIGIN, PASSWORD, PG_ADMIN_URL, PrivateRedis
+from tests.ops.support import METRICS_TOKEN
 from tests.realtime.cluster_nodes import ServeProcess, login_cookie, node_env, serve_processes
 from tests.realtime.wsclient import WSClient, connect
 from tests.security.phi_support import (
@@ -80,21 +81,23 @@ async def fake_twilio() -> AsyncIterator[FakeTwilio]:
         yield fake
 
 
-async def seed(database_url: str, master_key: bytes) -> tuple[str, str]:
-    """An account with the portal on, an admin and a staff member (no patient: staff
-    create it over the API). Returns (admin email, staff email)."""
+async def seed(database_url: str, master_key: bytes) -> tuple[str, str, str]:
+    """An account with the portal on and its own SMS number (the operator assigns it),
+    an admin and a staff member (no patient: staff create it over the API). Returns
+    (admin email, staff email, the clinic's number)."""
+    clinic_number = new_phone()
     services = build_services(from_env({}, database_url=database_url,
                                        allowed_origins=[ORIGIN]), master_key)
     try:
-        account_id, _ = await services.accounts.ensure_account("Canary Clinic",
-                                                               portal_active=True)
+        account_id, _ = await services.accounts.ensure_account(
+            "Canary Clinic", portal_active=True, sms_number=clinic_number)
         for role in ("admin", "staff"):
             await services.accounts.create_staff(
                 account_id, email=f"{role}@canary.test", name=f"Canary {role}", role=role,
                 password=PASSWORD)
     finally:
         await services.db.close()
-    return "admin@canary.test", "staff@canary.test"
+    return "admin@canary.test", "staff@canary.test", clinic_number
 
 
 def client(url: str, cookie: str | None = None) -> httpx.AsyncClient:
@@ -158,16 +161,15 @@ async def verify_patient(run: Run, node: ServeProcess, fake: FakeTwilio) -> str:
 
 
 async def flow(run: Run, node1: ServeProcess, node2: ServeProcess, fake: FakeTwilio,
-               admin: str, staff: str) -> None:
+               admin: str, staff: str, clinic_number: str) -> None:
     """The whole product flow with a canary in every PHI field: staff on node 1, the
     patient (SMS webhook, link page, verification, secure chat) on node 2."""
     c = run.canaries
-    clinic_number = new_phone()
     admin_cookie = await login_cookie(node1.url, admin)
     run.credentials["admin session cookie"] = admin_cookie.partition("=")[2]
     async with client(node1.url, admin_cookie) as api:
         response = await api.put("/api/account/settings", json={
-            "sms_number": clinic_number, "require_code": True})
+            "require_code": True})
         assert response.status_code == 200, response.text
         # Staff-entered text that could be PHI: an audit search typed by an admin (free
         # text boxes). Refusing it is fine; storing or logging it is not.
@@ -254,7 +256,10 @@ async def anonymous_answers(run: Run, node: ServeProcess) -> None:
             run.anonymous.append((f"{node.name} GET {path}", await anyone.get(path)))
         run.anonymous.append((f"{node.name} unsigned webhook", await anyone.post(
             INBOUND_PATH, data={"Body": "x"})))
-        run.metrics[node.name] = (await anyone.get("/metrics")).text
+        scrape = await anyone.get("/metrics", headers={
+            "authorization": f"Bearer {METRICS_TOKEN}"})
+        assert scrape.status_code == 200, scrape.text
+        run.metrics[node.name] = scrape.text
 
 
 def twilio_leaks(fake: FakeTwilio, canaries: Canaries) -> list[str]:
@@ -291,14 +296,14 @@ async def test_no_canary_leaves_ciphertext(private_redis: PrivateRedis, fake_twi
               "twilio_api_base": fake_twilio.url}
     async with private_postgres(PG_ADMIN_URL) as database_url, \
             RedisMonitor.running(private_redis.port) as monitor:
-        admin, staff = await seed(database_url, master_key)
+        admin, staff, clinic_number = await seed(database_url, master_key)
         common = {"database_url": database_url, "redis_url": private_redis.url,
-                  "master_key": master_key}
+                  "master_key": master_key, "metrics_token": METRICS_TOKEN}
         async with serve_processes(
                 ("node1", node_env(**common, **twilio, log_level="DEBUG")),
                 ("node2", node_env(**common, **twilio))) as nodes:
             run.nodes = nodes
-            await flow(run, *nodes, fake_twilio, admin, staff)
+            await flow(run, *nodes, fake_twilio, admin, staff, clinic_number)
             for node in nodes:
                 await anonymous_answers(run, node)
         redis_keys = await redis_contents(private_redis.url)

@@ -30,7 +30,7 @@ from server import phones
 from server.app import create_app
 from server.audit import SYSTEM
 from server.clock import FakeClock
-from server.protocol import CreatePatientRequest, SettingsUpdate
+from server.protocol import CreatePatientRequest
 from server.realtime import events
 from server.services.container import Services
 from server.settings import Settings
@@ -110,7 +110,8 @@ class _Script:
 
 class FakeTwilio:
     """``POST /2010-04-01/Accounts/{sid}/Messages.json`` on a real port. Records every
-    request and answers 201 with a fresh ``SM…`` sid, unless a script says otherwise."""
+    request and answers 201 with a fresh ``SM…`` sid, unless a script says otherwise.
+    ``GET .../IncomingPhoneNumbers.json`` answers from ``numbers``."""
 
     def __init__(self) -> None:
         self.requests: list[TwilioRequest] = []
@@ -118,8 +119,13 @@ class FakeTwilio:
         self._changed = asyncio.Condition()
         self._scripts: list[_Script] = []
         self._release = asyncio.Event()
-        self.app = Starlette(routes=[Route("/2010-04-01/Accounts/{sid}/Messages.json",
-                                           self._messages, methods=["POST"])])
+        # The numbers this Twilio account holds (IncomingPhoneNumbers).
+        self.numbers: set[str] = {TWILIO_FROM}
+        self.app = Starlette(routes=[
+            Route("/2010-04-01/Accounts/{sid}/Messages.json", self._messages,
+                  methods=["POST"]),
+            Route("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json",
+                  self._incoming_numbers, methods=["GET"])])
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -193,6 +199,14 @@ class FakeTwilio:
         record.status = status
         await self._note()
         return JSONResponse(body, status_code=status)
+
+
+    async def _incoming_numbers(self, request: Request) -> Response:
+        """Twilio's list of the account's numbers, filtered by ``PhoneNumber``."""
+        number = request.query_params.get("PhoneNumber")
+        held = [{"phone_number": number, "sid": "PN" + secrets.token_hex(16)}
+                for number in [number] if number in self.numbers]
+        return JSONResponse({"incoming_phone_numbers": held})
 
 
 class _Forever(deque):
@@ -318,8 +332,7 @@ async def sms_clinic(services: Services, *, with_number: bool = True,
     clinic = await make_clinic(services, phone=phone, patient_name=patient_name)
     number = new_phone() if with_number else ""
     if with_number:
-        await services.accounts.update_settings(
-            clinic.account_id, SettingsUpdate(sms_number=number), SYSTEM)
+        await services.accounts.assign_sms_number(clinic.account_id, number)
     name = (await services.accounts.settings(clinic.account_id)).clinic_name
     return SmsClinic(clinic, number, phone, name)
 

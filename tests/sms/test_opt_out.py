@@ -129,7 +129,8 @@ async def test_twilio_21610_opts_the_patient_out(node: Node, fake_twilio: FakeTw
 async def test_no_notification_reaches_an_opted_out_patient(
         database_url: str, fake_twilio: FakeTwilio, services: Services, sms: SmsClinic
         ) -> None:
-    """A secure message to an opted-out patient is stored; no notification is even queued."""
+    """A secure message to an opted-out patient is stored ``not_notified``; no
+    notification is even queued."""
     await services.messaging.receive_sms(sms.account_id, sms.conversation_id,
                                          Sender("patient", sms.patient_id, ""),
                                          message_sid(), "STOP")
@@ -145,4 +146,5 @@ async def test_no_notification_reaches_an_opted_out_patient(
         await worker.stop()
     assert fake_twilio.seen(to(sms.phone)) == []
     assert await outbox_of(services, sms.conversation_id) == []
-    assert (await message_row(services, result.message.id))["status"] == "sent"
+    assert result.status_error == "opted_out"
+    assert (await message_row(services, result.message.id))["status"] == "not_notified"

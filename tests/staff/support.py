@@ -16,6 +16,7 @@ from server.audit import SYSTEM
 from server.protocol import CreatePatientRequest, Sender, SendRequest
 from server.realtime.sending import message_event
 from server.services.container import Services
+from server.services.opt_out import opt_out_event
 from server.store.tables import messages, patients, sessions
 from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import DOB, PHONE_VIEWPORT, Node, new_link
@@ -142,12 +143,15 @@ async def publish_send(node: Node, clinic: Clinic, conversation_id: str, body: s
 
 async def inbound_sms(node: Node, clinic: Clinic, conversation_id: str, patient_id: str,
                       body: str) -> int:
-    """An SMS from the patient, stored and published as the inbound webhook does; its seq."""
+    """An SMS from the patient, stored and published as the inbound webhook does (with
+    the opt-out change of a STOP or START); its seq."""
     services = node.services
     result = await services.messaging.receive_sms(
         clinic.account_id, conversation_id, Sender("patient", patient_id, ""),
         f"SM{secrets.token_hex(16)}", body)
     node.hub.publish(message_event(node.hub.node_id, clinic.account_id, result))
+    if result.opt_out is not None:
+        node.hub.publish(opt_out_event(node.hub.node_id, result.opt_out))
     return result.message.seq
 
 

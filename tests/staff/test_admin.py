@@ -17,7 +17,7 @@ from server import audit
 from server.clock import FakeClock
 from server.web.api import AUDIT_COLUMNS
 from tests.conftest import PASSWORD, Clinic
-from tests.patient.support import Node, run_node
+from tests.patient.support import PHONE_VIEWPORT, Node, run_node
 from tests.patient.test_accessibility import CONTRAST, assert_focus_ring
 from tests.patient.test_screenshots import screenshots_dir
 from tests.staff.test_admin_support import (
@@ -49,9 +49,8 @@ async def node(database_url: str, master_key: bytes, clock: FakeClock):
 
 async def test_settings_round_trip(node: Node, clinic: Clinic, browser: Any) -> None:
     """Save sends only what changed, says "Settings saved", and a reload shows the saved
-    values; a server refusal is shown next to the field it names."""
-    other, _ = await node.services.accounts.ensure_account("Other Clinic",
-                                                           sms_number="+14155550199")
+    values; a server refusal is shown next to the field it names. The SMS number is
+    shown read-only, saying who assigns it, and is never sent."""
     async with console(browser, node, clinic.admin_email) as page:
         await open_settings(page)
         portal = page.get_by_role("switch", name="Patient portal")
@@ -60,24 +59,29 @@ async def test_settings_round_trip(node: Node, clinic: Clinic, browser: Any) -> 
                      ).not_to_be_checked()
         await expect(page.get_by_label("Link lifetime (hours)")).to_have_value("72")
 
+        sms = page.get_by_label("SMS number")
+        await expect(sms).to_have_attribute("readonly", "")
+        await expect(sms).to_have_value(re.compile("None: texts go from the shared number"))
+        await expect(sms).to_have_accessible_description(re.compile("set-sms-number"))
+
         await page.get_by_label("Clinic name").fill("Riverside Family Practice")
-        await page.get_by_label("SMS number").fill("(415) 555-0142")
         await page.get_by_label("Link lifetime (hours)").fill("48")
         await page.get_by_role("switch", name="Require a one-time code").check()
         async with page.expect_request(lambda r: r.method == "PUT") as sent:
             await page.get_by_role("button", name="Save settings").click()
         assert (await sent.value).post_data_json == {
-            "clinic_name": "Riverside Family Practice", "sms_number": "(415) 555-0142",
+            "clinic_name": "Riverside Family Practice",
             "secure_link_ttl_hours": 48, "require_code": True}
         await expect(page.get_by_role("status").filter(has_text="Settings saved")
                      ).to_be_visible()
-        # The server's normalised number is shown at once.
-        await expect(page.get_by_label("SMS number")).to_have_value("+14155550142")
 
+        # The operator assigns a number: a reload shows it, still read-only.
+        await node.services.accounts.assign_sms_number(clinic.account_id, "(415) 555-0142")
         await page.reload()
         await open_settings(page)
         await expect(page.get_by_label("Clinic name")).to_have_value("Riverside Family Practice")
-        await expect(page.get_by_label("SMS number")).to_have_value("+14155550142")
+        await expect(sms).to_have_value("+14155550142")
+        await expect(sms).to_have_attribute("readonly", "")
         await expect(page.get_by_label("Link lifetime (hours)")).to_have_value("48")
         await expect(page.get_by_role("switch", name="Require a one-time code")).to_be_checked()
 
@@ -86,31 +90,30 @@ async def test_settings_round_trip(node: Node, clinic: Clinic, browser: Any) -> 
         await expect(page.get_by_role("status").filter(has_text="No changes to save")
                      ).to_be_visible()
 
-        # Refusals: invalid_request and conflict, each next to the SMS number.
-        sms = page.get_by_label("SMS number")
-        sms_field = page.locator(".admin-field").filter(has=page.locator("#settings-sms-number"))
-        for number, said in (("12345", "Not a valid phone number"),
-                             ("+14155550199", "Another account uses this number")):
-            await sms.fill(number)
-            async with page.expect_response(lambda r: r.request.method == "PUT") as answer:
-                await page.get_by_role("button", name="Save settings").click()
-            assert (await answer.value).status in (409, 422)
-            alert = sms_field.get_by_role("alert")
-            await expect(alert).to_have_text(re.compile(said))
-            await expect(sms).to_have_attribute("aria-invalid", "true")
-            await expect(sms).to_be_focused()
-            described = await sms.get_attribute("aria-describedby")
-            assert await alert.get_attribute("id") in described.split()
+        # A refusal is shown next to the field it names.
+        name = page.get_by_label("Clinic name")
+        name_field = page.locator(".admin-field").filter(
+            has=page.locator("#settings-clinic-name"))
+        # (past the input's maxlength: as a script, or an older page, could send it)
+        await name.evaluate("el => { el.removeAttribute('maxlength'); "
+                            "el.value = 'x'.repeat(201); }")
+        async with page.expect_response(lambda r: r.request.method == "PUT") as answer:
+            await page.get_by_role("button", name="Save settings").click()
+        assert (await answer.value).status == 422
+        alert = name_field.get_by_role("alert")
+        await expect(alert).to_be_visible()
+        await expect(name).to_have_attribute("aria-invalid", "true")
+        await expect(name).to_be_focused()
+        described = await name.get_attribute("aria-describedby")
+        assert await alert.get_attribute("id") in described.split()
         # Out of range is caught before sending.
-        await sms.fill("+14155550142")
+        await name.fill("Riverside Family Practice")
         await page.get_by_label("Link lifetime (hours)").fill("721")
         await page.get_by_role("button", name="Save settings").click()
         await expect(page.get_by_role("alert")).to_have_text(re.compile("1 to 720"))
-        await expect(page.get_by_label("SMS number")).not_to_have_attribute("aria-invalid",
-                                                                           "true")
+        await expect(name).not_to_have_attribute("aria-invalid", "true")
     settings = await node.services.accounts.settings(clinic.account_id)
     assert settings.sms_number == "+14155550142" and settings.secure_link_ttl_hours == 48
-    assert other  # the conflicting account still holds its number
 
 
 async def test_portal_off_is_confirmed(node: Node, clinic: Clinic, browser: Any) -> None:
@@ -191,7 +194,7 @@ async def test_audit_filter_and_csv_export(node: Node, clinic: Clinic, browser: 
         await expect(table.locator("tr").first).to_contain_text("audit.read")
 
         await page.get_by_label("Action", exact=True).fill("auth.login")
-        await page.get_by_label("Staff member id").fill(clinic.admin_id)
+        await page.get_by_label("Staff member").select_option(clinic.admin_id)
         await page.get_by_label("From", exact=True).fill("2026-01-01")
         await page.get_by_label("To", exact=True).fill("2026-01-01")
         async with page.expect_request(re.compile(r"/api/audit\?")) as asked:
@@ -217,7 +220,7 @@ async def test_audit_filter_and_csv_export(node: Node, clinic: Clinic, browser: 
 
         await page.get_by_label("From", exact=True).fill("")
         await page.get_by_label("To", exact=True).fill("")
-        await page.get_by_label("Staff member id").fill("")
+        await page.get_by_label("Staff member").select_option("")
         await page.get_by_label("Action", exact=True).fill("test.formula")
         await page.get_by_role("button", name="Apply").click()
         await expect(table.locator("tr")).to_have_count(1)
@@ -319,8 +322,9 @@ async def test_settings_screenshot(node: Node, clinic: Clinic, browser: Any,
                                               password=PASSWORD)
     async with node.login(email) as client:
         response = await client.put("/api/account/settings", json={
-            "clinic_name": "Riverside Family Practice", "sms_number": "+14155550123"})
+            "clinic_name": "Riverside Family Practice"})
         assert response.status_code == 200, response.text
+    await node.services.accounts.assign_sms_number(clinic.account_id, "+14155550123")
     async with console(browser, node, email) as page:
         await open_settings(page)
         await expect(page.get_by_label("Clinic name")).to_have_value("Riverside Family Practice")
@@ -331,3 +335,11 @@ async def test_settings_screenshot(node: Node, clinic: Clinic, browser: Any,
         await page.mouse.move(1, 790)  # no hover highlight in the picture
         await page.get_by_role("heading", level=1).focus()
         await page.screenshot(path=str(out / "staff-admin-settings.png"))
+
+        await page.set_viewport_size(PHONE_VIEWPORT)
+        sms = page.get_by_label("SMS number")
+        await expect(sms).to_have_value("+14155550123")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await sms.scroll_into_view_if_needed()
+        await page.get_by_text("Clinic name", exact=True).scroll_into_view_if_needed()
+        await page.screenshot(path=str(out / "staff-admin-settings-390.png"))

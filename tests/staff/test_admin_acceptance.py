@@ -182,8 +182,9 @@ async def test_deactivated_member_is_signed_out(node: Node, clinic: Clinic, brow
         conversations = await nurse.request.get(f"{node.url}/api/conversations")
         assert conversations.status == 401
 
-        # Signing in again is refused like a wrong password.
+        # Signing in again with the right password is refused, saying why.
         await nurse.get_by_label("Email").fill(clinic.staff_email)
-        await nurse.get_by_label("Password").fill("correct horse battery staple")
+        await nurse.get_by_label("Password").fill("velvet tundra pilots ninety lanterns")
         await nurse.get_by_role("button", name="Sign in").click()
-        await expect(nurse.get_by_role("alert")).to_contain_text("don't match")
+        await expect(nurse.get_by_role("alert")).to_contain_text(
+            "deactivated by an administrator")

@@ -110,7 +110,7 @@ async def test_keyboard_only_send(node: Node, clinic: Clinic, browser: Any) -> N
         await page.keyboard.press("Enter")
         await expect(page.locator("#thread li[data-seq][data-channel=secure] .body")
                      ).to_have_text(["Secure, by keyboard"])
-        send = page.get_by_role("button", name="Send")
+        send = page.get_by_role("button", name="Send", exact=True)
         await tab_to(page, send)
         await assert_focus_ring(page, send)
 

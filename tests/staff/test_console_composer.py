@@ -42,7 +42,7 @@ async def test_secure_switch_then_sms(node: Node, clinic: Clinic, browser: Any) 
         await expect(page.locator("#sms-warning")).to_be_hidden()
         await message.fill(SECRET)
         await expect(page.locator("#segments")).to_be_hidden()  # not an SMS
-        await page.get_by_role("button", name="Send").click()
+        await page.get_by_role("button", name="Send", exact=True).click()
         secure = page.locator("#thread li[data-channel=secure]")
         await expect(secure.locator(".body")).to_have_text([SECRET])
         await expect(secure.locator(".mark")).to_have_text(["Secure"])
@@ -155,7 +155,7 @@ async def test_opted_out_and_unknown_patients(node: Node, clinic: Clinic,
 
         # Replied STOP: no SMS; Secure Chat is the only way, so the switch is held on.
         await open_thread(page, stopped)
-        await expect(page.locator("#opted-out")).to_contain_text("replied STOP")
+        await expect(page.locator("#opted-out")).to_contain_text("Replied STOP")
         switch = page.get_by_role("switch", name="Secure Chat")
         await expect(switch).to_be_checked()
         await expect(switch).to_be_disabled()

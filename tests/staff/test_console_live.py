@@ -31,7 +31,7 @@ async def send_from(page: Any, body: str, *, secure: bool) -> None:
     if secure:
         await page.get_by_role("switch", name="Secure Chat").check()
     await page.get_by_label("Message").fill(body)
-    await page.get_by_role("button", name="Send").click()
+    await page.get_by_role("button", name="Send", exact=True).click()
 
 
 async def test_two_consoles_and_the_patient_live(node: Node, clinic: Clinic, browser: Any,

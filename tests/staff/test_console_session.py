@@ -6,14 +6,16 @@ session ended elsewhere (logout in another client, deactivation) closing the ope
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
 from server.clock import FakeClock
-from tests.conftest import Clinic
+from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import Node, run_node
+from tests.patient.test_screenshots import screenshots_dir
 from tests.staff.support import (
     browser_page,
     console,
@@ -25,6 +27,7 @@ from tests.staff.support import (
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
+PHONE = {"width": 390, "height": 844}
 IDLE_SECONDS = 6  # the warning shows min(60, 6/2) = 3 s before the limit
 
 
@@ -104,21 +107,35 @@ async def test_session_ended_elsewhere_closes_the_console(node: Node, clinic: Cl
         assert "A private note" not in await page.content()
 
 
-async def test_deactivated_member_is_signed_out(node: Node, clinic: Clinic,
-                                                browser: Any) -> None:
-    async with console(browser, node, clinic.staff_email) as page, \
+DEACTIVATED = "Your account was deactivated by an administrator."
+
+
+async def test_deactivated_member_is_told_so(node: Node, clinic: Clinic, browser: Any,
+                                             tmp_path: Path) -> None:
+    """Deactivated while the console is open (at 390 px): it is signed out at once and
+    says the account was deactivated, not "sign in again"; a wrong password then gets
+    the usual answer (no enumeration), the right one says deactivated again."""
+    async with console(browser, node, clinic.staff_email, viewport=PHONE) as page, \
             node.login(clinic.admin_email) as admin:
         await open_thread(page, clinic.conversation_id)
         response = await admin.post(f"/api/staff/{clinic.staff_id}/deactivate")
         assert response.status_code == 200, response.text
-        await assert_signed_out(page, "Your session ended. Sign in again.")
-        await sign_in_fails(page, clinic.staff_email)
+        await assert_signed_out(page, DEACTIVATED)
+        await sign_in_with(page, clinic.staff_email, "not the password, but long enough")
+        await expect(page.get_by_role("alert")).to_contain_text("don't match")
+        await sign_in_with(page, clinic.staff_email, PASSWORD)
+        await expect(page.get_by_role("alert")).to_contain_text(DEACTIVATED)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        out = screenshots_dir(tmp_path)
+        await page.screenshot(path=str(out / "staff-deactivated-390.png"),
+                              animations="disabled", full_page=True)
+        await page.set_viewport_size({"width": 1280, "height": 800})
+        await page.screenshot(path=str(out / "staff-deactivated-1280.png"),
+                              animations="disabled")
 
 
-async def sign_in_fails(page: Any, email: str) -> None:
-    from tests.conftest import PASSWORD
-
+async def sign_in_with(page: Any, email: str, password: str) -> None:
     await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Sign in").click()
-    await expect(page.get_by_role("alert")).to_contain_text("don't match")
+

@@ -1,4 +1,5 @@
-"""Open WebSockets per client address on this node (pure; one event loop, so no lock).
+"""A count per client address on this node (pure; one event loop, so no lock): open
+WebSockets (server/web/ws.py) and sign-ins waiting for a hash (server/sign_in_limits.py).
 
 One machine opening thousands of sockets would take a node's file descriptors and
 memory from everyone else (checklist DOS-01: 100 per address). The address is the one
