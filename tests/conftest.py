@@ -82,10 +82,10 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     one test's wrong passwords into the next (server/sign_in_limits.py)."""
     url = request.getfixturevalue(f"{request.param}_url")
     yield url
-    _clear_sign_in_counters(url)
+    clear_sign_in_counters(url)
 
 
-def _clear_sign_in_counters(url: str) -> None:
+def clear_sign_in_counters(url: str) -> None:
     if url.startswith("sqlite"):
         import sqlite3
 

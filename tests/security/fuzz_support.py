@@ -28,7 +28,14 @@ from hypothesis import HealthCheck, settings
 from server.clock import SystemClock
 from server.services.container import Services, build_services
 from server.settings import from_env
-from tests.conftest import IN_CI, ORIGIN, Clinic, RunningServer, make_clinic
+from tests.conftest import (
+    IN_CI,
+    ORIGIN,
+    Clinic,
+    RunningServer,
+    clear_sign_in_counters,
+    make_clinic,
+)
 from tests.patient.support import new_link
 from tests.realtime.cluster_nodes import ServeProcess, login_cookie, node_env
 from tests.realtime.wsclient import patient_cookie
@@ -199,6 +206,9 @@ def fuzz_node(database_url: str, redis_url: str, master_key: bytes, name: str,
         services, clinic, phone, other, patient = loop.run(_seed(database_url, master_key))
         token = loop.run(new_link(RunningServer("", services), other))
         loop.run(process.start())
+        # Another fuzz module's sign-in fuzzing may have locked 127.0.0.1 on this shared
+        # database (server/sign_in_limits.py): start from no counts.
+        clear_sign_in_counters(database_url)
         admin = loop.run(login_cookie(process.url, clinic.admin_email))
         yield FuzzNode(process, loop, services, clinic, phone, other, admin, patient, token)
     finally:
@@ -207,6 +217,7 @@ def fuzz_node(database_url: str, redis_url: str, master_key: bytes, name: str,
         if services is not None:
             loop.run(services.db.close())
         loop.close()
+        clear_sign_in_counters(database_url)  # this module's fuzzed sign-ins, for the next
 
 
 Job = Callable[[], int]  # runs one entry point's fuzzing; returns the examples it ran
