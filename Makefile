@@ -53,5 +53,5 @@ fmt: $(STAMP) ## Apply ruff's automatic lint fixes
 	$(BIN)/ruff check --fix .
 
 clean: ## Remove .venv, data/, build output and caches
-	rm -rf $(VENV) data build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .pytest-faults
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

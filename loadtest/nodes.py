@@ -73,7 +73,9 @@ async def readiness(url: str) -> tuple[int, dict]:
 
 class ServeProcess:
     """``python -m server serve`` on a port of its own, its output kept line by line.
-    It may be stopped (SIGTERM), killed (SIGKILL) and started again on the same port."""
+    It may be stopped (SIGTERM), killed (SIGKILL) and started again on the same port.
+    A fatal signal in it prints every thread's traceback into its log
+    (``PYTHONFAULTHANDLER``)."""
 
     def __init__(self, name: str, env: dict[str, str]) -> None:
         self.name = name
@@ -99,7 +101,7 @@ class ServeProcess:
         self._ended = False
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), env=self.env, cwd=REPO,
+            "--port", str(self.port), env={**self.env, "PYTHONFAULTHANDLER": "1"}, cwd=REPO,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT)
         self._pump = asyncio.create_task(self._read_log())

@@ -7,6 +7,7 @@ fields always get defaults, so old clients keep working. Decoders are built once
 
 from __future__ import annotations
 
+import enum
 from typing import Annotated, Literal
 
 import msgspec
@@ -22,6 +23,34 @@ ClientMsgId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-
 Body = Annotated[str, Meta(min_length=1, max_length=MAX_BODY_CHARS)]
 Id = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+
+class CloseCode(enum.IntEnum):
+    """The WebSocket close codes the server sends (``docs/protocol.md`` "Close codes"),
+    each with ``reconnect``: whether a client should reconnect on its own after it.
+
+    4401 is not a reconnect: the client signs in (or verifies) again first. 4403 is
+    reserved; a bad Origin is refused before the upgrade with HTTP 403. 1009 and 1003
+    are the standard codes (RFC 6455 section 7.4.1) for a frame the server will not
+    take: reconnecting would only send it again.
+    """
+
+    reconnect: bool
+
+    def __new__(cls, code: int, reconnect: bool) -> CloseCode:
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.reconnect = reconnect
+        return member
+
+    UNAUTHENTICATED = 4401, False  # no session, or it ended or expired
+    FORBIDDEN = 4403, False
+    TOO_SLOW = 4408, True  # the outbound queue overflowed: reconnect, resume by seq
+    RESTARTING = 1012, True  # the node is shutting down: reconnect to any node
+    TOO_LARGE = 1009, False
+    UNSUPPORTED = 1003, False  # a binary frame
+
 
 Direction = Literal["outbound", "inbound"]
 Channel = Literal["sms", "secure"]

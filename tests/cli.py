@@ -15,8 +15,10 @@ TIMEOUT = 60  # seconds for any one command; start-up includes migrations and ar
 
 def clean_env(**settings: str) -> dict[str, str]:
     """os.environ without any SECURECHAT_* (from_env refuses unknown ones), plus
-    ``settings`` as SECURECHAT_<NAME>."""
+    ``settings`` as SECURECHAT_<NAME>. A fatal signal in the child prints every
+    thread's traceback to its stderr (``PYTHONFAULTHANDLER``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+    env["PYTHONFAULTHANDLER"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(repo_root()), env.get("PYTHONPATH")) if p)
     env.update({f"SECURECHAT_{name.upper()}": value for name, value in settings.items()})

@@ -40,6 +40,8 @@ from tests.serving import serve_app
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A fatal signal writes every thread's traceback to a file CI prints (tests/crash_log.py).
+pytest_plugins = ["tests.crash_log"]
 PASSWORD = "velvet tundra pilots ninety lanterns"  # passes the policy (the XKCD
 # "correct horse battery staple" is on every breach list, and the blocklist refuses it)
 ORIGIN = "http://testserver.local"

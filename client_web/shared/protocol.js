@@ -1,5 +1,5 @@
-// The wire protocol's names, mirroring server/protocol.py and docs/protocol.md.
-// Keep the two in step: a name here that the server does not know is a bug.
+// The wire protocol's names, mirroring server/protocol.py, server/errors.py and
+// docs/protocol.md. tests/test_protocol_mirror.py holds the two in step.
 
 export const ClientFrame = Object.freeze({
   SUBSCRIBE: "subscribe",
@@ -26,7 +26,8 @@ export const ServerFrame = Object.freeze({
   PONG: "pong",
 });
 
-// Close codes (docs/protocol.md "Close codes") and whether to reconnect after each.
+// Close codes (docs/protocol.md "Close codes"; CloseCode in server/protocol.py). Every
+// code not listed in shouldReconnect's refusals is one to reconnect after.
 export const Close = Object.freeze({
   UNAUTHENTICATED: 4401,
   FORBIDDEN: 4403,
@@ -56,6 +57,7 @@ export const ErrorCode = Object.freeze({
   LOCKED: "locked",
   PAYLOAD_TOO_LARGE: "payload_too_large",
   UNAVAILABLE: "unavailable",
+  DATA_INTEGRITY: "data_integrity",
   INTERNAL: "internal",
 });
 

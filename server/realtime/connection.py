@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from server.protocol import Message
+from server.protocol import CloseCode, Message
 from server.realtime.limits import Throttle, TokenBucket
 from server.realtime.outbox import Outbox
 
@@ -55,7 +55,7 @@ class Connection:
     inbox: dict[str, tuple[int, int, str]] | None = None
     typing_throttle: Throttle | None = None  # made at the first typing frame
     last_activity: datetime | None = None  # last user action not yet written to the store
-    close_code: int | None = None
+    close_code: CloseCode | None = None
     close_reason: str = ""
     id: int = field(default_factory=lambda: next(_ids))
 
@@ -90,7 +90,7 @@ class Connection:
             return False
         if sub.replaying:
             if len(sub.pending) >= MAX_PENDING:
-                self.close(4408, "too slow: replay could not keep up")
+                self.close(CloseCode.TOO_SLOW, "too slow: replay could not keep up")
             else:
                 sub.pending.append((seq, frame if self.may_see(channel) else "",
                                     delivered_id))
@@ -105,11 +105,11 @@ class Connection:
     def push(self, frame: str, delivered_id: str | None = None) -> bool:
         if not self.outbox.push(frame, delivered_id):
             if self.outbox.overflowed:
-                self.close(4408, "too slow: outbound queue overflowed; resume by seq")
+                self.close(CloseCode.TOO_SLOW, "too slow: outbound queue overflowed; resume by seq")
             return False
         return True
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: CloseCode, reason: str) -> None:
         """Ask the writer to close the socket with ``code`` after what is queued (or at
         once, for an overflow)."""
         if self.close_code is None:

@@ -38,6 +38,7 @@ from server.clock import Clock, rfc3339
 from server.metrics import Metrics
 from server.protocol import (
     AccountState,
+    CloseCode,
     ConversationUpdate,
     Message,
     Notice,
@@ -120,7 +121,7 @@ class Hub:
 
     async def stop(self) -> None:
         for conn in self.connections():
-            conn.close(1012, "server restarting; reconnect")
+            conn.close(CloseCode.RESTARTING, "server restarting; reconnect")
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -133,7 +134,7 @@ class Hub:
         """Close every socket with 1012 through its own writer (a clean close handshake)
         and wait up to ``timeout`` seconds for them to go."""
         for conn in self.connections():
-            conn.close(1012, "server restarting; reconnect")
+            conn.close(CloseCode.RESTARTING, "server restarting; reconnect")
         if self._by_account:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._no_sockets.wait(), timeout)
@@ -374,7 +375,7 @@ class Hub:
                     self._portal_off(item.account_id, frame)
             case events.SessionEnded():
                 for conn in list(self._by_session.get(item.session_id, ())):
-                    conn.close(4401, "session ended")
+                    conn.close(CloseCode.UNAUTHENTICATED, "session ended")
 
     async def _on_message(self, event: events.MessageEvent) -> None:
         stream = self._streams.get(event.conversation_id)
@@ -542,7 +543,7 @@ class Hub:
         for conn in list(self._by_account.get(account_id, ())):
             if conn.is_patient:
                 conn.push(frame)
-                conn.close(4401, "secure messaging is not available")
+                conn.close(CloseCode.UNAUTHENTICATED, "secure messaging is not available")
 
     def _push(self, conn: Connection, frame: str) -> None:
         conn.push(frame)
@@ -551,7 +552,7 @@ class Hub:
     def _drop_if_closed(self, conn: Connection) -> None:
         """A socket closed for being slow stops receiving at once (its endpoint detaches
         it fully once the socket is gone)."""
-        if conn.close_code == 4408:
+        if conn.close_code == CloseCode.TOO_SLOW:
             for conversation_id in list(conn.subscriptions):
                 self.unsubscribe(conn, conversation_id)
 
@@ -598,7 +599,7 @@ class Hub:
                 row = states.get(session_id)
                 if row is None or not row["active"] or session_over(row, now, self._settings):
                     for conn in list(self._by_session.get(session_id, ())):
-                        conn.close(4401, "session expired; sign in again")
+                        conn.close(CloseCode.UNAUTHENTICATED, "session expired; sign in again")
 
     async def _presence_loop(self) -> None:
         while True:

@@ -26,7 +26,7 @@ from server.address_limits import AddressLimit
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
-from server.protocol import AccountInfo, Ready, User
+from server.protocol import AccountInfo, CloseCode, Ready, User
 from server.realtime.connection import Connection
 from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
@@ -52,7 +52,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return
     origin = websocket.headers.get("origin")
     if origin is None or origin.lower() not in settings.origins:
-        await websocket.close(code=4403)  # before accept: the client gets HTTP 403
+        # Before accept: the client gets HTTP 403.
+        await websocket.close(code=CloseCode.FORBIDDEN)
         return
     ip = websocket.client.host if websocket.client else None
     addresses: AddressLimit = app.state.ws_addresses
@@ -66,7 +67,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         who = await _authenticate(websocket)
         if who is None:
             await websocket.accept()
-            await websocket.close(code=4401, reason="sign in first")
+            await websocket.close(code=CloseCode.UNAUTHENTICATED, reason="sign in first")
             return
         await websocket.accept()
         _release_handshake(websocket)
@@ -95,7 +96,7 @@ async def _deny(websocket: WebSocket, response: Response, hsts: bool) -> None:
         response.raw_headers.extend(security_headers(hsts))
         await websocket.send_denial_response(response)
     else:
-        await websocket.close(code=4403)
+        await websocket.close(code=CloseCode.FORBIDDEN)
 
 
 async def _authenticate(websocket: WebSocket
@@ -148,10 +149,10 @@ async def _read(websocket: WebSocket, conn: Connection, frames, ip: str | None) 
                 break
             text = message.get("text")
             if text is None:
-                conn.close(1003, "text frames only")
+                conn.close(CloseCode.UNSUPPORTED, "text frames only")
                 break
             if len(text) > MAX_FRAME_BYTES:  # characters >= bytes/4; the wire caps bytes
-                conn.close(1009, "frame too large")
+                conn.close(CloseCode.TOO_LARGE, "frame too large")
                 break
             await frames.handle(conn, text, ip)
     except (WebSocketDisconnect, OSError, RuntimeError):
