@@ -14,13 +14,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from datetime import datetime, timedelta
 
 import msgspec
 
-from server import audit
+from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock
 from server.crypto import MasterKey
@@ -59,12 +57,12 @@ class StaffPrincipal(msgspec.Struct, frozen=True):
 
 def new_session_token() -> tuple[str, str]:
     """A fresh cookie value and the id the store keeps for it."""
-    token = secrets.token_urlsafe(32)
-    return token, session_id(token)
+    return crypto.bearer_token()
 
 
 def session_id(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    """The store's id for a session cookie's value."""
+    return crypto.token_digest(token)
 
 
 def normalise_email(email: str) -> str:

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import secrets
 import struct
 from pathlib import Path
 
@@ -123,6 +124,19 @@ class MasterKey:
         """Keyed HMAC of a normalised value, to find rows by it without storing it."""
         message = f"{purpose}/v1|{account_id}|{value}".encode()
         return hmac.new(self._blind_key, message, hashlib.sha256).hexdigest()
+
+
+def bearer_token() -> tuple[str, str]:
+    """A 256-bit URL-safe token (a session cookie, a secure link) and the digest the
+    store keeps instead of it, so a copy of the store opens nothing."""
+    token = secrets.token_urlsafe(32)
+    return token, token_digest(token)
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 hex of a bearer token: unsalted on purpose, as the token itself holds
+    256 random bits and the store must find its row by it."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_data_key() -> bytes:

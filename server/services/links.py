@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
@@ -69,8 +68,7 @@ class CodeSent(msgspec.Struct, frozen=True):
     """The date of birth was right; a code is on its way by SMS."""
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+token_hash = crypto.token_digest  # what the store keeps of a link's token
 
 
 class SecureLinks:

@@ -7,14 +7,13 @@ name and a link, nothing else (product rule 1, ``shared/spec/sms.md``).
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server import crypto
 from server.clock import Clock
 from server.services.keys import KeyRing
 from server.store import sms as sms_store
@@ -29,12 +28,6 @@ HELP_REPLY = ("{clinic}: messages from your care team. Reply STOP to opt out, ST
 
 def outbox_context(account_id: str, ref: str) -> str:
     return f"sms/v1|{account_id}|{ref}"
-
-
-def link_token() -> tuple[str, str]:
-    """A 256-bit URL-safe token and the SHA-256 the store keeps instead of it."""
-    token = secrets.token_urlsafe(32)
-    return token, hashlib.sha256(token.encode()).hexdigest()
 
 
 class SmsOutbox:
@@ -91,7 +84,7 @@ class SmsOutbox:
                  now: datetime) -> tuple[str, dict[str, Any]]:
         """A new secure link's URL (holding the token) and the row to store (holding
         only its hash)."""
-        token, token_hash = link_token()
+        token, token_hash = crypto.bearer_token()
         return f"{self._public_url}/s/{token}", dict(
             token_hash=token_hash, account_id=account_id, conversation_id=conversation_id,
             created_at=now, expires_at=now + timedelta(hours=ttl_hours))
