@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install demo serve migrate test lint fmt clean bench
+.PHONY: help install demo serve migrate test check lint fmt clean bench
 
 help: ## Show this help
 	@echo "SecureChat make targets:"
@@ -42,6 +42,10 @@ migrate: $(STAMP) ## Apply database migrations (pass extra options with ARGS=...
 test: $(STAMP) ## Lint, then run the test suite (pass options with PYTEST_ARGS=...)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP) ## The inner loop: lint, then every test except the fault, load and browser suites
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not browser" --ignore=tests/faults --ignore=tests/loadtest $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the load benchmark, print the table, write loadtest/results/ (ARGS='--quick' ...)
 	$(BIN)/python -m loadtest.bench $(ARGS)

@@ -265,6 +265,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that drives Chromium (it uses ``browser``, directly or through
+    another fixture) ``browser``, so ``make check`` can leave them out."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """Headless system Chromium under Playwright (fails under CI=true when missing)."""
