@@ -52,12 +52,7 @@ async def patient_sessions(conn: AsyncConnection, session_ids: Sequence[str]
 async def end_account_patient_sessions(conn: AsyncConnection, account_id: str,
                                        now: datetime) -> list[str]:
     """End every live patient session of an account (its portal was turned off)."""
-    result = await conn.execute(
-        update(sessions).where(sessions.c.kind == "patient",
-                               sessions.c.account_id == account_id,
-                               sessions.c.ended_at.is_(None))
-        .values(ended_at=now).returning(sessions.c.id))
-    return list(result.scalars())
+    return await _end_live_patient_sessions(conn, now, sessions.c.account_id == account_id)
 
 
 async def session_states(conn: AsyncConnection, session_ids: list[str]) -> list[RowMapping]:
@@ -91,9 +86,14 @@ async def end_session(conn: AsyncConnection, session_id: str, now: datetime) -> 
 async def end_patient_sessions(conn: AsyncConnection, conversation_id: str, now: datetime
                                ) -> list[str]:
     """End every live patient session of a conversation; returns their ids."""
+    return await _end_live_patient_sessions(conn, now,
+                                            sessions.c.conversation_id == conversation_id)
+
+
+async def _end_live_patient_sessions(conn: AsyncConnection, now: datetime, which
+                                     ) -> list[str]:
     result = await conn.execute(
-        update(sessions).where(sessions.c.kind == "patient",
-                               sessions.c.conversation_id == conversation_id,
+        update(sessions).where(sessions.c.kind == "patient", which,
                                sessions.c.ended_at.is_(None))
         .values(ended_at=now).returning(sessions.c.id))
     return list(result.scalars())
