@@ -26,21 +26,21 @@ from server.clock import Clock
 from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
-from server.realtime.frames import FrameHandler
 from server.realtime.hub import Hub
-from server.realtime.sending import Sending
 from server.services.container import build_services
+from server.services.inbound_sms import InboundSms
 from server.services.links import SecureLinks
+from server.services.sending import Sending
+from server.services.sms_worker import OutboxWorker
 from server.settings import Settings
 from server.sms.base import SmsProvider
-from server.sms.inbound import InboundSms
 from server.sms.numbers import shared_number
 from server.sms.simulator import SimulatorProvider
 from server.sms.twilio import SignatureChecker, TwilioProvider
-from server.sms.worker import OutboxWorker
 from server.store.group_commit import GroupCommit
 from server.store.migrate import check_current
 from server.web import api, console, dev, health, link_routes, patient, webhooks, ws
+from server.web.frames import FrameHandler
 from server.web.http import EdgeMiddleware, JSONResponse, error_body, error_response
 
 log = logging.getLogger("securechat.app")

@@ -27,6 +27,7 @@ from datetime import datetime
 
 import msgspec
 
+from server import events
 from server.auth import session_over
 from server.brokers.base import (
     CONTROL_CHANNEL,
@@ -50,7 +51,6 @@ from server.protocol import (
     TypingNotice,
     frame_encoder,
 )
-from server.realtime import events
 from server.realtime.connection import Connection, Subscription
 from server.realtime.presence import PresenceTable
 from server.realtime.staff_views import StaffViews

@@ -18,9 +18,9 @@ from server import audit, phones
 from server.audit import SYSTEM, Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
+from server.keys import KeyRing
 from server.passwords import PasswordHashing, check_policy
 from server.protocol import AccountSettings, CreateStaffRequest, SettingsUpdate, StaffMember
-from server.services.keys import KeyRing
 from server.store import accounts as account_store
 from server.store import sessions as session_store
 from server.store.db import Database

@@ -6,17 +6,17 @@ from dataclasses import dataclass
 
 from server.auth import StaffAuth
 from server.clock import Clock
+from server.keys import KeyRing
 from server.metrics import Metrics
 from server.passwords import PasswordHashing
 from server.patient_auth import PatientSessions
 from server.services.accounts import Accounts
-from server.services.keys import KeyRing
 from server.services.messaging import Messaging
 from server.services.patients import Patients
+from server.services.sms_outbox import SmsOutbox
 from server.services.streams import Streams
 from server.settings import Settings
 from server.sms.numbers import reserved_numbers
-from server.sms.outbox import SmsOutbox
 from server.store.db import Database
 
 

@@ -36,9 +36,9 @@ from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock
 from server.errors import AppError, ErrorCode, invalid, not_found
+from server.keys import KeyRing
 from server.patient_auth import PatientPrincipal, PatientSessions
-from server.services.keys import KeyRing
-from server.sms.outbox import NEW_LINK, SmsOutbox
+from server.services.sms_outbox import NEW_LINK, SmsOutbox
 from server.store import links as link_store
 from server.store import messages as message_store
 from server.store import sessions as session_store

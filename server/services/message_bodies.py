@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server import audit, crypto
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode
+from server.keys import KeyRing
 from server.protocol import Message, Sender
-from server.services.keys import KeyRing
 from server.store.db import Database
 
 

@@ -20,12 +20,12 @@ from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
+from server.keys import KeyRing
 from server.protocol import HistoryPage, Message, Sender, SendRequest
-from server.services.keys import KeyRing
 from server.services.message_bodies import SealedReader, message_from_row
 from server.services.opt_out import OptOutChange, set_opt_out
+from server.services.sms_outbox import HELP_REPLY, SmsOutbox
 from server.sms import keywords
-from server.sms.outbox import HELP_REPLY, SmsOutbox
 from server.store import accounts as account_store
 from server.store import messages as message_store
 from server.store import patients as patient_store

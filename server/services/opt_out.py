@@ -16,9 +16,8 @@ from datetime import datetime
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import audit
+from server import audit, events
 from server.clock import Clock, rfc3339
-from server.realtime import events
 from server.store import sms as sms_store
 
 

@@ -16,8 +16,8 @@ from server import audit, crypto, phones
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid
+from server.keys import KeyRing
 from server.protocol import ConversationSummary, CreatePatientRequest, PatientSummary
-from server.services.keys import KeyRing
 from server.store import patients as patient_store
 from server.store.db import Database
 

@@ -17,10 +17,10 @@ from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode
+from server.events import MessageEvent
+from server.keys import KeyRing
 from server.protocol import Message, PatientSummary, Sender
-from server.realtime.events import MessageEvent
 from server.services.audit_batch import AuditBatcher
-from server.services.keys import KeyRing
 from server.services.patients import Patients, patient_summary
 from server.store import patients as patient_store
 from server.store import sessions as session_store

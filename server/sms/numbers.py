@@ -4,7 +4,7 @@ A clinic either has a number of its own (assigned by the operator, see
 ``securechat set-sms-number``) or texts from the shared sending number: ``TWILIO_FROM``,
 or the simulator's number when that is unset. Replies to a clinic's own number belong to
 that clinic; replies to the shared number belong to whichever clinic texted that phone
-from it (``server/sms/inbound.py``). So the shared number must never become one clinic's
+from it (``server/services/inbound_sms.py``). So the shared number must never become one clinic's
 own: that clinic would receive every other clinic's replies.
 """
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 
 from server.clock import Clock
-from server.services.keys import KeyRing
+from server.keys import KeyRing
 from server.sms.base import Sent, SmsProvider
 from server.store import sms as sms_store
 from server.store.db import Database

@@ -239,7 +239,7 @@ sms_outbox = Table(
     Column("sent_at", UTCDateTime),
     # The number a sent SMS left from: the account's own, or the shared one (null: sent
     # before 0004 recorded it, from the shared number). Replies to the shared number go
-    # to the conversation it texted last (server/sms/inbound.py).
+    # to the conversation it texted last (server/services/inbound_sms.py).
     Column("from_number", String(20)),
     Index(None, "status", "next_attempt_at"),
     Index(None, "conversation_id", "status"),

@@ -22,8 +22,8 @@ from starlette.routing import Route
 from server.clock import rfc3339
 from server.errors import invalid
 from server.phones import readable
-from server.sms import handsets
-from server.sms.handsets import Handset, Thread
+from server.services import handsets
+from server.services.handsets import Handset, Thread
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
 # A time is shown above a bubble when this long has passed since the one before (and

@@ -15,7 +15,7 @@ import pytest
 
 from loadtest.bench_nodes import cpu_seconds
 from loadtest.nodes import terminate_backends
-from server.sms.worker import CLAIM_BATCH
+from server.services.sms_worker import CLAIM_BATCH
 from tests.conftest import PrivateRedis
 from tests.faults.checker import Verdict, check
 from tests.faults.client import FaultClient

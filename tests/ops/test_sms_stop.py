@@ -9,8 +9,8 @@ import asyncio
 from server.audit import SYSTEM
 from server.protocol import Sender, SendRequest
 from server.services.container import Services
+from server.services.sms_worker import OutboxWorker
 from server.sms.base import Sent, SmsProvider
-from server.sms.worker import OutboxWorker
 from tests.sms.support import outbox_of, sms_clinic
 
 

@@ -16,8 +16,8 @@ from starlette.applications import Starlette
 
 from server.app import create_app
 from server.clock import FakeClock
+from server.services.sms_outbox import outbox_context
 from server.settings import Settings, from_env
-from server.sms.outbox import outbox_context
 from server.store.tables import accounts, secure_links, sessions, sms_outbox
 from tests.conftest import ORIGIN, Clinic, RunningServer
 from tests.serving import listening_socket, serve_app

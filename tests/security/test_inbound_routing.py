@@ -26,8 +26,8 @@ from sqlalchemy import select
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.services.container import Services
+from server.services.inbound_sms import CUT_MARK, MAX_BODY
 from server.settings import Settings
-from server.sms.inbound import CUT_MARK, MAX_BODY
 from server.store import accounts as account_store
 from server.store.tables import conversations, patients
 from tests.cli import clean_env, run_cli

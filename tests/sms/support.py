@@ -26,16 +26,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
-from server import phones
+from server import events, phones
 from server.app import create_app
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest
-from server.realtime import events
 from server.services.container import Services
+from server.services.sms_worker import OutboxWorker
 from server.settings import Settings
 from server.sms.twilio import TwilioProvider
-from server.sms.worker import OutboxWorker
 from server.store.tables import messages, patients, sms_outbox
 from tests.conftest import Clinic, RunningServer, make_clinic
 from tests.serving import serve_app

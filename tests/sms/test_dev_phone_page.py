@@ -18,7 +18,7 @@ from sqlalchemy import update
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest
-from server.sms.handsets import Reply, arrange
+from server.services.handsets import Reply, arrange
 from server.store import migrate
 from server.store.tables import accounts
 from tests.conftest import make_clinic

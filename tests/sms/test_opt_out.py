@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from server import events
 from server.audit import Actor
 from server.protocol import Sender, SendRequest
-from server.realtime import events
 from server.services.container import Services
 from tests.sms.support import (
     OPTED_OUT,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from server import events
 from server.audit import Actor
 from server.brokers.redis import RedisBroker
 from server.clock import FakeClock, rfc3339
 from server.protocol import Sender, SendRequest
-from server.realtime import events
 from server.services.container import Services
 from tests.realtime.test_cluster import two_nodes
 from tests.realtime.wsclient import connect, staff_cookie

@@ -7,13 +7,13 @@ from __future__ import annotations
 import secrets
 from datetime import timedelta
 
+from server import events
 from server.audit import Actor
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
-from server.realtime import events
 from server.services.container import Services
+from server.services.sms_worker import OutboxWorker
 from server.sms.base import Sent, SmsProvider
-from server.sms.worker import OutboxWorker
 from tests.sms.support import (
     HANG,
     SERVER_ERROR,

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.realtime import events
+from server import events
 from server.services.container import Services
 from server.settings import Settings
 from server.store.db import Database

@@ -14,9 +14,9 @@ from sqlalchemy import func, select, update
 
 from server.audit import SYSTEM
 from server.protocol import CreatePatientRequest, Sender, SendRequest
-from server.realtime.sending import message_event
 from server.services.container import Services
 from server.services.opt_out import opt_out_event
+from server.services.sending import message_event
 from server.store.tables import messages, patients, sessions
 from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import DOB, PHONE_VIEWPORT, Node, new_link

@@ -12,7 +12,7 @@ refused on reconnect (`portal_inactive`) comes back to the composer held, never 
 as SMS.
 
 How "nothing reached the provider" is waited for: the node's outbox worker is woken the
-moment an SMS is queued and polls every second besides (server/sms/worker.py), and in
+moment an SMS is queued and polls every second besides (server/services/sms_worker.py), and in
 these tests an SMS that is sent reaches the fake within well under a second. So the test
 waits on the fake's own condition (a request carrying the text) for QUIET_SECONDS and
 expects it not to come: three full poll periods, each of which would have sent it."""

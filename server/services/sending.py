@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from server import events
 from server.audit import Actor
 from server.metrics import Metrics
 from server.protocol import Sender, SendRequest
-from server.realtime import events
 from server.realtime.hub import Hub
 from server.services.messaging import Messaging, SendResult
-from server.sms.worker import OutboxWorker
+from server.services.sms_worker import OutboxWorker
 
 
 def message_event(node: str, account_id: str, result: SendResult) -> events.MessageEvent:

@@ -17,6 +17,7 @@ import time
 import msgspec
 from sqlalchemy.exc import DBAPIError
 
+from server import events
 from server.audit import Actor
 from server.clock import Clock
 from server.errors import AppError, ErrorCode
@@ -38,10 +39,9 @@ from server.protocol import (
     Unsubscribe,
     client_frame_decoder,
 )
-from server.realtime import events
 from server.realtime.connection import Connection
 from server.realtime.hub import Hub, encode
-from server.realtime.sending import Sending
+from server.services.sending import Sending
 
 log = logging.getLogger("securechat.frames")
 

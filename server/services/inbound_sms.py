@@ -17,15 +17,14 @@ import logging
 import re
 from collections.abc import Callable
 
-from server import phones
+from server import events, phones
 from server.clock import Clock, rfc3339
 from server.errors import AppError, invalid
 from server.protocol import Sender
-from server.realtime import events
-from server.realtime.sending import message_event
 from server.services.messaging import Messaging
 from server.services.opt_out import opt_out_event, set_opt_out
 from server.services.patients import Patients
+from server.services.sending import message_event
 from server.sms import keywords
 from server.sms.base import OPTED_OUT_ERROR
 from server.sms.routing import InboundRouter, Thread

@@ -21,18 +21,18 @@ from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
 
+from server import events
 from server.clock import Clock, rfc3339
 from server.crypto import DecryptError, patient_field_context
 from server.errors import ErrorCode
+from server.keys import KeyRing
 from server.metrics import Metrics
-from server.realtime import events
-from server.services.keys import KeyRing
 from server.services.messaging import NOT_NOTIFIED
 from server.services.opt_out import opt_out_event, set_opt_out
+from server.services.sms_outbox import outbox_context
 from server.settings import Settings
 from server.sms.base import OPTED_OUT_ERROR, PermanentFailure, SmsProvider, TransientFailure
 from server.sms.numbers import shared_number
-from server.sms.outbox import outbox_context
 from server.store import sms as sms_store
 from server.store.db import Database
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server import crypto
 from server.clock import Clock
-from server.services.keys import KeyRing
+from server.keys import KeyRing
 from server.store import sms as sms_store
 
 # The one notification template: the clinic's name and the link (checklist LINK-03).
