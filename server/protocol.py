@@ -1,6 +1,6 @@
 """The wire schema: every JSON body and frame as a msgspec struct (pure).
 
-Names follow ``../shared/spec/protocol.md`` and ``docs/protocol.md``. Inbound structs
+Names follow ``docs/protocol.md`` (the public contract). Inbound structs
 forbid unknown fields, so a typo is an error instead of a silent default; new outbound
 fields always get defaults, so old clients keep working. Decoders are built once here.
 """
@@ -50,6 +50,37 @@ class CloseCode(enum.IntEnum):
     RESTARTING = 1012, True  # the node is shutting down: reconnect to any node
     TOO_LARGE = 1009, False
     UNSUPPORTED = 1003, False  # a binary frame
+
+
+class MessageStatus(enum.StrEnum):
+    """A message's delivery state (``docs/protocol.md`` "Message statuses"), each with
+    ``rank``: a status only ever moves to a higher rank, since provider callbacks and
+    receipts arrive out of order (a late ``sent`` never undoes ``read``).
+
+    SMS: queued → sent → delivered | undelivered | failed. Secure: sent → notified |
+    not_notified → delivered → read. One order serves both channels.
+    """
+
+    rank: int
+
+    def __new__(cls, value: str, rank: int) -> MessageStatus:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.rank = rank
+        return member
+
+    QUEUED = "queued", 0
+    SENT = "sent", 1
+    NOTIFIED = "notified", 2
+    NOT_NOTIFIED = "not_notified", 2  # no SMS could tell the patient (error_code: why)
+    DELIVERED = "delivered", 3
+    UNDELIVERED = "undelivered", 3
+    FAILED = "failed", 3
+    READ = "read", 4
+
+    def advances(self, current: str | None) -> bool:
+        """Whether moving from ``current`` to this status goes forward."""
+        return current is None or self.rank > MessageStatus(current).rank
 
 
 Direction = Literal["outbound", "inbound"]

@@ -1,7 +1,8 @@
 """The browser's copy of the protocol's names (client_web/shared/protocol.js) matches the
 server's tables: error codes (server/errors.py), close codes with whether to reconnect,
-and the frame tags of each direction (server/protocol.py). Read as text: the file is a
-few frozen object literals, so a regex is enough and no JavaScript runtime is needed."""
+message statuses with their ranks, and the frame tags of each direction
+(server/protocol.py). Read as text: the file is a few frozen object literals, so a regex
+is enough and no JavaScript runtime is needed."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typing
 import msgspec
 
 from server.errors import ErrorCode
-from server.protocol import Ack, AnyClientFrame, CloseCode, Message, ServerFrame
+from server.protocol import Ack, AnyClientFrame, CloseCode, Message, MessageStatus, ServerFrame
 from tests.conftest import repo_root
 
 PROTOCOL_JS = repo_root() / "client_web" / "shared" / "protocol.js"
@@ -65,6 +66,24 @@ def test_reconnect_rules_match() -> None:
     assert js_no_reconnect(source()) == {code.name for code in CloseCode if not code.reconnect}
 
 
+def test_statuses_match() -> None:
+    assert js_object(source(), "Status") == {status.name: status.value
+                                            for status in MessageStatus}
+
+
+def test_status_ranks_match() -> None:
+    assert js_object(source(), "StatusRank") == {status.value: status.rank
+                                                for status in MessageStatus}
+
+
+def test_documented_statuses_match() -> None:
+    """docs/protocol.md names every status, and no other."""
+    text = " ".join(PROTOCOL_MD.read_text(encoding="utf-8").split())
+    sentence = text.split("Message statuses: ", 1)[1].split("(", 1)[0]
+    documented = set(re.findall(r"\b[a-z_]+\b", sentence.replace("`", " ")))
+    assert documented - {"sms", "secure"} == {status.value for status in MessageStatus}
+
+
 def test_client_frame_tags_match() -> None:
     tags = [tag(frame) for frame in typing.get_args(AnyClientFrame)]
     assert js_object(source(), "ClientFrame") == {t.upper(): t for t in tags}
@@ -88,4 +107,5 @@ def test_parser_reads_the_file() -> None:
     """The regexes find something (a parser that matched nothing would pass vacuously)."""
     assert js_object(source(), "ErrorCode")["INTERNAL"] == "internal"
     assert js_object(source(), "Close")["TOO_SLOW"] == 4408
+    assert js_object(source(), "StatusRank")["read"] == 4
     assert "UNAUTHENTICATED" in js_no_reconnect(source())

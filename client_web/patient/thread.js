@@ -4,9 +4,9 @@
 // goes where its seq says, and replies still waiting for the server ("Sending…", no seq
 // yet) stay at the bottom until they have one.
 import { placeBySeq } from "../shared/order.js";
+import { Status, StatusRank } from "../shared/protocol.js";
 
 const STATUS_WORDS = { sent: "Sent", notified: "Sent", delivered: "Delivered", read: "Read" };
-const STATUS_RANK = { sent: 1, notified: 1, delivered: 2, read: 3 };
 
 export class Thread {
   constructor(list) {
@@ -34,7 +34,7 @@ export class Thread {
     const li = this.items.get(frame.client_msg_id);
     if (!li) return;
     this.items.set(frame.message_id, li);
-    if (!li.dataset.status) this.setStatus(li, "sent");
+    if (!li.dataset.status) this.setStatus(li, Status.SENT);
   }
 
   message(frame) {
@@ -77,8 +77,8 @@ export class Thread {
   }
 
   setStatus(li, status) {
-    // Never backwards: a late "sent" does not undo "read".
-    if ((STATUS_RANK[li.dataset.status] || 0) > (STATUS_RANK[status] || 0)) return;
+    // Statuses never go backwards: a late "sent" does not undo "read".
+    if ((StatusRank[li.dataset.status] ?? -1) > (StatusRank[status] ?? -1)) return;
     li.dataset.status = status || "";
     li.querySelector(".status").textContent = STATUS_WORDS[status] || "";
   }

@@ -26,6 +26,30 @@ export const ServerFrame = Object.freeze({
   PONG: "pong",
 });
 
+// Message statuses (MessageStatus in server/protocol.py) and their ranks: a status only
+// moves to a higher rank (a late "sent" never undoes "read"). One order for both channels.
+export const Status = Object.freeze({
+  QUEUED: "queued",
+  SENT: "sent",
+  NOTIFIED: "notified",
+  NOT_NOTIFIED: "not_notified",
+  DELIVERED: "delivered",
+  UNDELIVERED: "undelivered",
+  FAILED: "failed",
+  READ: "read",
+});
+
+export const StatusRank = Object.freeze({
+  queued: 0,
+  sent: 1,
+  notified: 2,
+  not_notified: 2,
+  delivered: 3,
+  undelivered: 3,
+  failed: 3,
+  read: 4,
+});
+
 // Close codes (docs/protocol.md "Close codes"; CloseCode in server/protocol.py). Every
 // code not listed in shouldReconnect's refusals is one to reconnect after.
 export const Close = Object.freeze({

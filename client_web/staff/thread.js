@@ -7,7 +7,7 @@
 // twice (and the socket drops any seq it has passed). Items are keyed by message id, and
 // by client_msg_id while a send of ours waits for its ack, so a late or repeated frame
 // updates an item instead of adding one. Message text only ever becomes a text node.
-import { ServerFrame, isRetryable } from "../shared/protocol.js";
+import { ServerFrame, Status, StatusRank, isRetryable } from "../shared/protocol.js";
 import { Composer } from "./composer.js";
 import { NewLinkButton } from "./new-link.js";
 import { h, icon, messageTime, fullTime, longDate } from "./dom.js";
@@ -19,11 +19,6 @@ const TYPING_SHOW_MS = 4000;
 const NEAR_BOTTOM_PX = 120;
 const NEAR_TOP_PX = 150;
 
-// Statuses never go backwards: a late "sent" does not undo "read".
-const RANK = {
-  sms: { queued: 1, sent: 2, delivered: 3, undelivered: 3, failed: 3 },
-  secure: { sent: 1, notified: 2, not_notified: 2, delivered: 3, read: 4 },
-};
 const WORDS = {
   sms: { queued: "Queued", sent: "Sent", delivered: "Delivered",
          undelivered: "Not delivered", failed: "Failed" },
@@ -416,20 +411,20 @@ export class ThreadView {
   setStatus(li, status, errorCode) {
     if (li.dataset.direction !== "outbound" || !status) return;
     const channel = li.dataset.channel;
-    const rank = RANK[channel] || {};
-    if ((rank[li.dataset.status] || 0) > (rank[status] || 0)) return;
+    // Statuses never go backwards: a late "sent" does not undo "read".
+    if ((StatusRank[li.dataset.status] ?? -1) > (StatusRank[status] ?? -1)) return;
     li.dataset.status = status;
     if (errorCode) li.dataset.errorCode = errorCode;
     let text = (WORDS[channel] || {})[status] || status;
     const code = li.dataset.errorCode;
-    if ((status === "failed" || status === "undelivered") && code) {
+    if ((status === Status.FAILED || status === Status.UNDELIVERED) && code) {
       text += SMS_ERRORS[code] ? `: ${SMS_ERRORS[code]} (error ${code})` : ` (error ${code})`;
     }
-    if (status === "not_notified" && code) {
+    if (status === Status.NOT_NOTIFIED && code) {
       text = NOTIFY_ERRORS[code] || `Not notified: the text to the patient failed (error ${code})`;
     }
     li.classList.toggle("failed", status === "failed" || status === "undelivered");
-    li.classList.toggle("not-notified", status === "not_notified");
+    li.classList.toggle("not-notified", status === Status.NOT_NOTIFIED);
     li.querySelector(".status").textContent = text;
   }
 

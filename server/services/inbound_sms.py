@@ -20,7 +20,7 @@ from collections.abc import Callable
 from server import events, phones
 from server.clock import Clock, rfc3339
 from server.errors import AppError, invalid
-from server.protocol import Sender
+from server.protocol import MessageStatus, Sender
 from server.services.messaging import Messaging
 from server.services.opt_out import opt_out_event, set_opt_out
 from server.services.patients import Patients
@@ -41,9 +41,12 @@ MESSAGE_SID = re.compile(r"(?:SM|MM)[0-9a-f]{32}")
 MAX_BODY = 1600
 CUT_MARK = " […cut: longer than 1,600 characters]"
 # Twilio's MessageStatus values for outbound messages, mapped to the thread's statuses.
-CALLBACK_STATUS = {"queued": "queued", "accepted": "queued", "scheduled": "queued",
-                   "sending": "sent", "sent": "sent", "delivered": "delivered",
-                   "undelivered": "undelivered", "failed": "failed", "canceled": "failed"}
+CALLBACK_STATUS = {
+    "queued": MessageStatus.QUEUED, "accepted": MessageStatus.QUEUED,
+    "scheduled": MessageStatus.QUEUED, "sending": MessageStatus.SENT,
+    "sent": MessageStatus.SENT, "delivered": MessageStatus.DELIVERED,
+    "undelivered": MessageStatus.UNDELIVERED, "failed": MessageStatus.FAILED,
+    "canceled": MessageStatus.FAILED}
 
 
 class InboundSms:
@@ -143,7 +146,8 @@ class InboundSms:
             self._publish(events.StatusEvent(
                 self._node, row["account_id"], row["conversation_id"], row["message_id"],
                 status, rfc3339(self._clock.now()),
-                error_code if status in ("failed", "undelivered") else None))
+                error_code if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
+                else None))
         return True
 
 

@@ -16,13 +16,13 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import audit, crypto
+from server import audit
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.keys import KeyRing
-from server.protocol import HistoryPage, Message, Sender, SendRequest
-from server.services.message_bodies import SealedReader, message_from_row
+from server.protocol import HistoryPage, Message, MessageStatus, Sender, SendRequest
+from server.services.message_bodies import BodyPlace, MessageBodies, message_from_row
 from server.services.opt_out import OptOutChange, set_opt_out
 from server.services.sms_outbox import HELP_REPLY, SmsOutbox
 from server.sms import keywords
@@ -34,9 +34,6 @@ from server.store.db import Database
 from server.store.group_commit import GroupCommit
 
 MAX_HISTORY_PAGE = 200
-# A secure message whose notification SMS cannot be sent (the patient replied STOP):
-# stored with this status, so the thread never says "sent" to someone never told.
-NOT_NOTIFIED = "not_notified"
 
 
 class SendResult(msgspec.Struct, frozen=True):
@@ -85,7 +82,7 @@ class Messaging:
         self._keyring = keyring
         self._clock = clock
         self._sms = sms
-        self._sealed = SealedReader(db, keyring, clock)
+        self._bodies = MessageBodies(db, keyring, clock)
         # The node's one writer of sends (group commit, server/store/group_commit.py).
         self.writer: GroupCommit[_Send, SendResult | _Resend] = GroupCommit(
             db, self._store_batch, self._after_commit, window_seconds=window_seconds)
@@ -202,20 +199,21 @@ class Messaging:
         message_id = str(uuid.uuid4())
         seq = convo["last_seq"] + 1
         # Seal (the only step here that can fail) before changing the batch's view.
-        envelope = await self._keyring.seal(conn, account_id, body, crypto.message_body_context(
-            account_id, item.conversation_id, message_id, f"{sender.kind}:{sender.id}",
-            item.channel, item.direction, seq))
+        envelope = await self._bodies.seal_message(conn, BodyPlace(
+            account_id, item.conversation_id, message_id, sender.kind, sender.id,
+            item.channel, item.direction, seq), body)
         extra: list[dict] = []
         notify_link = None
-        status = "queued" if item.channel == "sms" else "sent"
+        status = MessageStatus.QUEUED if item.channel == "sms" else MessageStatus.SENT
         if item.channel == "sms":
             extra.append(await self._sms.outbox_row(
                 conn, account_id=account_id, conversation_id=item.conversation_id,
                 patient_id=convo["patient_id"], message_id=message_id, kind="message",
                 body=body))
         elif staff_secure and not item.patient_online and convo["opted_out"]:
-            # The patient cannot be told it exists: say so, rather than "sent".
-            status = NOT_NOTIFIED
+            # The patient cannot be told it exists: say so, rather than "sent" (the
+            # thread never says "sent" to someone never told).
+            status = MessageStatus.NOT_NOTIFIED
         elif staff_secure and not item.patient_online and self._sms.should_notify(
                 opted_out=convo["opted_out"], notified_at=convo["notified_at"],
                 notified_seq=convo["notified_seq"],
@@ -253,7 +251,7 @@ class Messaging:
         return SendResult(message, duplicate=False, envelope=envelope,
                           inbound_count=convo["inbound_count"], sms_queued=bool(extra),
                           status_error=ErrorCode.OPTED_OUT.value
-                          if status == NOT_NOTIFIED else None)
+                          if status == MessageStatus.NOT_NOTIFIED else None)
 
     @staticmethod
     def _after_commit(items: list[_Send],
@@ -278,15 +276,14 @@ class Messaging:
                 if position is None:
                     raise not_found("conversation")
                 seq, inbound_count, patient_id = position
-                context = crypto.message_body_context(
-                    account_id, conversation_id, message_id, f"patient:{sender.id}",
-                    "sms", "inbound", seq)
-                envelope = await self._keyring.seal(conn, account_id, body, context)
+                envelope = await self._bodies.seal_message(conn, BodyPlace(
+                    account_id, conversation_id, message_id, "patient", sender.id, "sms",
+                    "inbound", seq), body)
                 await message_store.insert_message(
                     conn, id=message_id, account_id=account_id,
                     conversation_id=conversation_id, seq=seq, client_msg_id=provider_sid,
                     direction="inbound", channel="sms", sender_kind="patient",
-                    sender_id=sender.id, body_enc=envelope, status="delivered",
+                    sender_id=sender.id, body_enc=envelope, status=MessageStatus.DELIVERED,
                     created_at=now)
                 opt_out = await self._apply_keyword(conn, word, account_id,
                                                     conversation_id, patient_id)
@@ -300,7 +297,7 @@ class Messaging:
         message = Message(conversation_id=conversation_id, id=message_id, seq=seq,
                           client_msg_id=provider_sid, direction="inbound", channel="sms",
                           sender=sender, body=body, created_at=rfc3339(now),
-                          status="delivered")
+                          status=MessageStatus.DELIVERED)
         return SendResult(message, duplicate=False, envelope=envelope,
                           inbound_count=inbound_count, opt_out=opt_out)
 
@@ -332,7 +329,7 @@ class Messaging:
             if (row["sender_kind"], row["sender_id"]) != (sender.kind, sender.id):
                 raise AppError(ErrorCode.CONFLICT,
                                "client_msg_id: already used for another message")
-            body = await self._sealed.body(conn, row)
+            body = await self._bodies.body(conn, row)
         return SendResult(message_from_row(row, sender, body), duplicate=True)
 
     async def history(self, account_id: str, conversation_id: str, *,
@@ -352,12 +349,12 @@ class Messaging:
                 raise not_found("conversation")
             rows = await message_store.page(conn, conversation_id, before_seq=before_seq,
                                             limit=limit + 1)
-            patient_name = await self._sealed.patient_name(conn, account_id, convo)
+            patient_name = await self._bodies.patient_name(conn, account_id, convo)
             page = []
             for row in reversed(rows[:limit]):
                 name = row["staff_name"] if row["sender_kind"] == "staff" else patient_name
                 sender = Sender(row["sender_kind"], row["sender_id"], name or "")
-                page.append(message_from_row(row, sender, await self._sealed.body(conn, row)))
+                page.append(message_from_row(row, sender, await self._bodies.body(conn, row)))
         async with self._db.write() as conn:
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                action="conversation.history_read",
@@ -379,5 +376,5 @@ class Messaging:
             if not convo:
                 return []
             sender = Sender("patient", patient["id"], "")
-            return [message_from_row(row, sender, await self._sealed.body(conn, row))
+            return [message_from_row(row, sender, await self._bodies.body(conn, row))
                     for row in await message_store.patient_sms(conn, convo["id"], limit)]

@@ -2,7 +2,7 @@
 its SMS commit together or not at all), and the secure-message notification rules.
 
 A secure message's body never reaches the outbox: its notification holds the clinic's
-name and a link, nothing else (product rule 1, ``shared/spec/sms.md``).
+name and a link, nothing else (``docs/security.md``).
 """
 
 from __future__ import annotations

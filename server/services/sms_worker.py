@@ -27,7 +27,7 @@ from server.crypto import DecryptError, patient_field_context
 from server.errors import ErrorCode
 from server.keys import KeyRing
 from server.metrics import Metrics
-from server.services.messaging import NOT_NOTIFIED
+from server.protocol import MessageStatus
 from server.services.opt_out import opt_out_event, set_opt_out
 from server.services.sms_outbox import outbox_context
 from server.settings import Settings
@@ -159,7 +159,8 @@ class OutboxWorker:
             await self._retry(row, "provider_error")
             return
         self._metrics.sms_results.labels("sent").inc()
-        status = "notified" if row["kind"] == "notification" else _message_status(sent.status)
+        status = (MessageStatus.NOTIFIED if row["kind"] == "notification"
+                  else _message_status(sent.status))
         if await self._record_sent(row, sent.sid, status, from_):
             self._status(row, status)
 
@@ -205,10 +206,10 @@ class OutboxWorker:
         told of it). ``opted_out``: the provider says the number opted out."""
         self._metrics.sms_results.labels("failed").inc()
         if row["kind"] == "notification":
-            status = NOT_NOTIFIED
+            status = MessageStatus.NOT_NOTIFIED
             error_code = ErrorCode.OPTED_OUT.value if opted_out else error_code
         else:
-            status = "failed"
+            status = MessageStatus.FAILED
         async with self._db.write() as conn:
             await sms_store.finish(conn, row["id"], status="failed", now=self._clock.now(),
                                    error_code=error_code)
@@ -222,13 +223,15 @@ class OutboxWorker:
         if changed:
             self._status(row, status, error_code)
 
-    def _status(self, row, status: str, error_code: str | None = None) -> None:
+    def _status(self, row, status: MessageStatus, error_code: str | None = None) -> None:
         self._publish(events.StatusEvent(self._node, row["account_id"], row["conversation_id"],
                                          row["message_id"], status,
                                          rfc3339(self._clock.now()), error_code))
 
 
-def _message_status(provider_status: str) -> str:
+def _message_status(provider_status: str) -> MessageStatus:
     """Twilio's first answer is ``queued``/``accepted``: for the thread it is ``sent``
     (handed over); later states arrive by status callback."""
-    return provider_status if provider_status in ("sent", "delivered") else "sent"
+    if provider_status == MessageStatus.DELIVERED:
+        return MessageStatus.DELIVERED
+    return MessageStatus.SENT

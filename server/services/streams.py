@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import msgspec
 
-from server import audit, crypto
 from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode
@@ -21,6 +20,7 @@ from server.events import MessageEvent
 from server.keys import KeyRing
 from server.protocol import Message, PatientSummary, Sender
 from server.services.audit_batch import AuditBatcher
+from server.services.message_bodies import BodyPlace, MessageBodies, message_from_row
 from server.services.patients import Patients, patient_summary
 from server.store import patients as patient_store
 from server.store import sessions as session_store
@@ -49,6 +49,7 @@ class Streams:
         self._keyring = keyring
         self._clock = clock
         self._patients = patients
+        self._bodies = MessageBodies(db, keyring, clock)
         self._subscribe_audit = AuditBatcher(db, clock)
         self._summaries: OrderedDict[str, tuple[str, PatientSummary]] = OrderedDict()
 
@@ -117,17 +118,12 @@ class Streams:
         if summary is None:
             return None
         name = event.sender_name if event.sender_kind == "staff" else summary.display_name
-        context = crypto.message_body_context(
-            event.account_id, event.conversation_id, event.id,
-            f"{event.sender_kind}:{event.sender_id}", event.channel, event.direction,
-            event.seq, version=crypto.envelope_version(event.body_enc))
+        place = BodyPlace(event.account_id, event.conversation_id, event.id,
+                          event.sender_kind, event.sender_id, event.channel, event.direction,
+                          event.seq)
         try:
-            body = await self._keyring.open_with(self._db, event.account_id, event.body_enc,
-                                                 context)
-        except crypto.DecryptError as exc:
-            await audit.record_integrity_failure(
-                self._db, self._clock, stream=event.account_id, object_type="message",
-                object_id=event.id, reason=str(exc))
+            body = await self._bodies.open_message(place, event.body_enc)
+        except AppError:  # recorded; the gap fill reads the row and reports it
             return None
         return Message(conversation_id=event.conversation_id, id=event.id, seq=event.seq,
                        client_msg_id=event.client_msg_id, direction=event.direction,
@@ -136,26 +132,10 @@ class Streams:
                        body=body, created_at=event.created_at, status=event.status)
 
     async def _message(self, row, summary: PatientSummary) -> Message:
-        context = crypto.message_body_context(
-            row["account_id"], row["conversation_id"], row["id"],
-            f"{row['sender_kind']}:{row['sender_id']}", row["channel"], row["direction"],
-            row["seq"], version=crypto.envelope_version(row["body_enc"]))
-        try:
-            body = await self._keyring.open_with(self._db, row["account_id"],
-                                                 row["body_enc"], context)
-        except crypto.DecryptError as exc:
-            await audit.record_integrity_failure(
-                self._db, self._clock, stream=row["account_id"], object_type="message",
-                object_id=row["id"], reason=str(exc))
-            raise AppError(ErrorCode.DATA_INTEGRITY,
-                           "a stored message failed its integrity check; "
-                           "the incident was recorded") from exc
+        body = await self._bodies.body(None, row)
         name = row["staff_name"] if row["sender_kind"] == "staff" else summary.display_name
-        return Message(conversation_id=row["conversation_id"], id=row["id"], seq=row["seq"],
-                       client_msg_id=row["client_msg_id"], direction=row["direction"],
-                       channel=row["channel"],
-                       sender=Sender(row["sender_kind"], row["sender_id"], name or ""),
-                       body=body, created_at=rfc3339(row["created_at"]), status=row["status"])
+        return message_from_row(row, Sender(row["sender_kind"], row["sender_id"], name or ""),
+                                body)
 
     async def positions(self, conversation_ids: Sequence[str]) -> dict[str, int]:
         async with self._db.read() as conn:

@@ -1,6 +1,6 @@
 """How many SMS segments a body takes, and in which encoding (pure).
 
-Rules (3GPP TS 23.038 / 23.040, as carriers apply them; ``shared/spec/sms.md``):
+Rules (3GPP TS 23.038 / 23.040, as carriers apply them; ``docs/protocol.md``):
 
 * GSM-7 when every character is in the GSM 03.38 basic set or its extension table; an
   extension character (``^ { } \\ [ ~ ] | €`` and form feed) takes two septets (escape +

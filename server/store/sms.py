@@ -10,6 +10,7 @@ from sqlalchemy import and_, exists, func, select, tuple_, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.protocol import MessageStatus
 from server.store.tables import (
     accounts,
     conversations,
@@ -25,10 +26,6 @@ _INSERT_OUTBOX = sms_outbox.insert()
 _INSERT_LINK = secure_links.insert()
 # Outbox rows that still hold their conversation's turn.
 _UNFINISHED = ("pending", "sending")
-# A message status only moves forward along these ranks (callbacks come out of order).
-STATUS_RANK = {"queued": 0, "accepted": 0, "scheduled": 0, "sending": 1, "sent": 2,
-               "notified": 3, "not_notified": 3, "delivered": 4, "read": 5,
-               "undelivered": 4, "failed": 4, "canceled": 4}
 
 
 async def insert_outbox(conn: AsyncConnection, **values: Any) -> None:
@@ -115,13 +112,13 @@ async def retry_later(conn: AsyncConnection, outbox_id: int, at: datetime,
         status="pending", next_attempt_at=at, claimed_until=None, error_code=error_code))
 
 
-async def advance_message_status(conn: AsyncConnection, message_id: str, status: str
-                                 ) -> bool:
+async def advance_message_status(conn: AsyncConnection, message_id: str,
+                                 status: MessageStatus) -> bool:
     """Move a message's status forward (never back: delivered never becomes sent).
     Returns whether it changed."""
     current = (await conn.execute(select(messages.c.status)
                                   .where(messages.c.id == message_id))).scalar_one_or_none()
-    if current is None or STATUS_RANK.get(status, -1) <= STATUS_RANK.get(current, -1):
+    if current is None or not status.advances(current):
         return False
     await conn.execute(update(messages).where(messages.c.id == message_id)
                        .values(status=status))

@@ -9,8 +9,12 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.protocol import MessageStatus
 from server.store.db import upsert
 from server.store.tables import conversations, messages, read_pointers, staff
+
+# The secure statuses ``delivered`` may follow (the patient came, told by SMS or not).
+BEFORE_DELIVERED = (MessageStatus.SENT, MessageStatus.NOTIFIED, MessageStatus.NOT_NOTIFIED)
 
 
 async def messages_after(conn: AsyncConnection, conversation_id: str, after_seq: int,
@@ -71,8 +75,8 @@ async def mark_read(conn: AsyncConnection, conversation_id: str, upto_seq: int,
         update(messages)
         .where(messages.c.conversation_id == conversation_id, messages.c.seq <= upto_seq,
                messages.c.direction == direction, messages.c.channel == "secure",
-               messages.c.status != "read")
-        .values(status="read")
+               messages.c.status != MessageStatus.READ)
+        .values(status=MessageStatus.READ)
         .returning(messages.c.id, messages.c.seq))
     rows = sorted(result.mappings().all(), key=lambda row: row["seq"])
     return rows[-limit:]
@@ -85,8 +89,8 @@ async def mark_delivered(conn: AsyncConnection, message_ids: Sequence[str]) -> l
     result = await conn.execute(
         update(messages)
         .where(and_(messages.c.id.in_(message_ids),
-                    messages.c.status.in_(("sent", "notified", "not_notified"))))
-        .values(status="delivered")
+                    messages.c.status.in_(BEFORE_DELIVERED)))
+        .values(status=MessageStatus.DELIVERED)
         .returning(messages.c.id, messages.c.conversation_id, messages.c.account_id))
     return list(result.all())
 
