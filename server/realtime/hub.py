@@ -62,7 +62,7 @@ class Stream:
 class Hub:
     def __init__(self, *, streams: StreamReads, metrics: Metrics,
                  listener: HubListener) -> None:
-        self.streams = streams
+        self._reads = streams
         self.presence = PresenceTable(PRESENCE_TTL)
         self._metrics = metrics
         self._listener = listener
@@ -165,8 +165,8 @@ class Hub:
         sub = conn.subscriptions[conversation_id] = Subscription(after_seq)
         stream.subscribers.add(conn)
         while True:
-            page = await self.streams.replay(conn.account_id, conversation_id, sub.last_seq,
-                                             REPLAY_PAGE)
+            page = await self._reads.replay(conn.account_id, conversation_id, sub.last_seq,
+                                            REPLAY_PAGE)
             for message in page:
                 if conn.close_code is not None:
                     return sub.last_seq
@@ -179,7 +179,7 @@ class Hub:
         # Nothing replayed and past what this node has seen: is the client ahead of the
         # store? (The node's position never runs ahead of the store's.)
         if sub.last_seq == after_seq > stream.last_seq:
-            stored = (await self.streams.positions([conversation_id])).get(conversation_id, 0)
+            stored = (await self._reads.positions([conversation_id])).get(conversation_id, 0)
             if after_seq > stored:  # e.g. a restored database: tell it the real position
                 sub.last_seq = stored
         # No await from here on: live frames queued meanwhile follow without a seam.
@@ -213,7 +213,7 @@ class Hub:
             if stream is None:
                 # The account channel is already followed (attach), so every message
                 # committed after this read reaches us as an event.
-                positions = await self.streams.positions([conversation_id])
+                positions = await self._reads.positions([conversation_id])
                 stream = Stream(conversation_id, account_id,
                                 positions.get(conversation_id, 0))
                 self._streams[conversation_id] = stream
@@ -223,8 +223,8 @@ class Hub:
         """Read the stream's messages up to ``upto`` from the store and fan them out (a
         lost publication, or a position sync)."""
         while stream.last_seq < upto:
-            page = await self.streams.replay(stream.account_id, stream.conversation_id,
-                                             stream.last_seq, REPLAY_PAGE, upto)
+            page = await self._reads.replay(stream.account_id, stream.conversation_id,
+                                            stream.last_seq, REPLAY_PAGE, upto)
             if not page:
                 return
             self._metrics.gap_fills.inc(len(page))
