@@ -4,8 +4,9 @@ Delivery rules (docs/protocol.md, "Ordering and resume"):
 
 * Per conversation the hub delivers ``seq`` n+1 only after n (the node hands it events
   in order); ``fill`` reads a gap from the store before going on.
-* Each message is decrypted and encoded once per node; every socket gets the same
-  string. Fan-out never waits: sockets that cannot keep up are closed (4408).
+* Each message is encoded once per node (the node decrypted it once); every socket
+  gets the same string. Fan-out never waits: sockets that cannot keep up are closed
+  (4408).
 * ``subscribe`` registers the socket before reading the store, buffers live messages
   while it replays, then drops what the replay already sent: no hole, no duplicate.
 
