@@ -26,7 +26,7 @@ from server.clock import Clock
 from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
 from server.metrics import Metrics
-from server.realtime.hub import Hub
+from server.realtime.node import Node
 from server.services.container import build_services
 from server.services.inbound_sms import InboundSms
 from server.services.links import SecureLinks
@@ -58,29 +58,29 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = build_services(settings, master_key, clock, metrics)
-        hub = worker = None
+        node = worker = None
         try:
             await check_current(services.db)
             # Once per store: anchors the audit entries of builds before the audit key.
             await anchor_legacy(services.db, services.clock, MasterKey(master_key).audit_key)
-            hub = Hub(streams=services.streams,
-                      broker=broker or broker_from_url(settings.redis_url),
-                      settings=settings, clock=services.clock, metrics=metrics,
-                      node_id=secrets.token_hex(4))
-            await hub.start()
+            node = Node(streams=services.streams,
+                        broker=broker or broker_from_url(settings.redis_url),
+                        settings=settings, clock=services.clock, metrics=metrics,
+                        node_id=secrets.token_hex(4))
+            await node.start()
             provider = _sms_provider(settings, services)
             worker = OutboxWorker(db=services.db, keyring=services.keyring,
                                   clock=services.clock, settings=settings, provider=provider,
-                                  metrics=metrics, publish=hub.publish, node_id=hub.node_id)
+                                  metrics=metrics, publish=node.publish, node_id=node.node_id)
             worker.start()
             app.state.services = services
-            app.state.hub = hub
+            app.state.node = node
             app.state.sms_provider = provider
             app.state.sms_worker = worker
             app.state.sms_inbound = InboundSms(
                 db=services.db, clock=services.clock, messaging=services.messaging,
                 patients=services.patients, default_region=settings.default_region,
-                publish=hub.publish, node_id=hub.node_id, wake_sms=worker.wake,
+                publish=node.publish, node_id=node.node_id, wake_sms=worker.wake,
                 shared_number=shared_number(settings))
             if settings.sms_provider == "twilio":
                 assert settings.twilio_auth_token is not None
@@ -89,10 +89,11 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
                 db=services.db, keyring=services.keyring, clock=services.clock,
                 sms=services.sms_outbox, sessions=services.patient_sessions,
                 wake_sms=worker.wake,
-                on_locked=lambda account_id, conversation_id: hub.notice(
+                on_locked=lambda account_id, conversation_id: node.notice(
                     account_id, conversation_id, "link_locked"))
-            app.state.sending = Sending(hub, services.messaging, worker, metrics)
-            app.state.frames = FrameHandler(hub, app.state.sending, services.clock, metrics)
+            app.state.sending = Sending(node, services.messaging, worker, metrics)
+            app.state.frames = FrameHandler(node, services.streams, app.state.sending,
+                                            services.clock, metrics)
             app.state.ws_addresses = AddressLimit(settings.ws_max_per_address)
             yield
         finally:
@@ -102,8 +103,8 @@ def create_app(settings: Settings, master_key: bytes, *, clock: Clock | None = N
             await _writer_idle(services.messaging.writer, WRITER_FLUSH_SECONDS)
             if worker is not None:
                 await worker.stop()
-            if hub is not None:
-                await hub.stop()
+            if node is not None:
+                await node.stop()
             await services.db.close()
 
     routes = [*health.routes, *api.routes, *link_routes.routes, *ws.routes, *patient.routes,

@@ -200,12 +200,12 @@ def _draining_server_class():
         async def shutdown(self, sockets=None) -> None:
             for server in self.servers:
                 server.close()
-            hub = getattr(getattr(self.config.loaded_app, "state", None), "hub", None)
-            if hub is None:  # the app may be wrapped by middleware: find the Starlette one
-                hub = getattr(getattr(_starlette_app(self.config.loaded_app), "state", None),
-                              "hub", None)
-            if hub is not None:
-                await hub.drain(DRAIN_SECONDS)
+            node = getattr(getattr(self.config.loaded_app, "state", None), "node", None)
+            if node is None:  # the app may be wrapped by middleware: find the Starlette one
+                node = getattr(getattr(_starlette_app(self.config.loaded_app), "state", None),
+                               "node", None)
+            if node is not None:
+                await node.drain(DRAIN_SECONDS)
             await super().shutdown(sockets)
 
         def handle_exit(self, sig: int, frame) -> None:

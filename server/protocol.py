@@ -352,3 +352,9 @@ class Pong(ServerFrame, tag="pong"):
 
 
 frame_encoder = msgspec.json.Encoder()
+
+
+def encode(frame: msgspec.Struct) -> str:
+    """A server frame as the text a socket is sent; a fan-out encodes once and hands the
+    same string to every socket."""
+    return frame_encoder.encode(frame).decode()

@@ -3,7 +3,7 @@
 A broker only moves opaque payloads (msgpack publications holding ciphertext, never
 plain PHI) between nodes. It is a doorbell: the store holds the truth, so a lost
 publication is repaired from the store (gap fill, position sync), never trusted blindly.
-Calls flow broker → handler → hub, never backwards (STYLE rule 5).
+Calls flow broker → handler (the node) → hub, never backwards (STYLE rule 5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The in-process broker: one node, or several hubs in one process sharing a bus (tests).
+"""The in-process broker: one node, or several nodes in one process sharing a bus (tests).
 
 First-class, not a stub: it runs the same conformance tests as the Redis broker.
 Delivery is asynchronous (``call_soon``), like a network broker, so no caller ever

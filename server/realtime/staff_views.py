@@ -9,13 +9,23 @@ instead of once per socket.
   sent per conversation) is the same for all its staff sockets: every inbox update goes
   to all of them. One dict per account, so an update never describes an older state.
 
-Both are dropped when the last such socket leaves this node.
+Both are dropped when the last such socket leaves this node. ``InboxUpdates`` projects
+messages, reads and opt-out changes onto them as ``conversation`` frames.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from server import events
+from server.protocol import ConversationUpdate, PatientSummary, encode
+from server.realtime.connection import Connection
+from server.realtime.reads import StreamReads
+
+if TYPE_CHECKING:
+    from server.realtime.hub import Hub
 
 InboxState = dict[str, tuple[int, int, str]]
 
@@ -84,3 +94,59 @@ class StaffViews:
                 shared.sockets -= 1
                 if shared.sockets <= 0:
                     del table[key]
+
+
+class InboxUpdates:
+    """Each staff socket's inbox: the conversation with its newest state and the
+    member's unread count, one encoding per distinct frame."""
+
+    def __init__(self, hub: Hub, streams: StreamReads) -> None:
+        self._hub = hub
+        self._streams = streams
+
+    async def message(self, event: events.MessageEvent, staff: list[Connection]) -> None:
+        summary = await self._streams.summary(event.account_id, event.conversation_id)
+        if summary is None:
+            return
+        frames: dict[int, str] = {}
+        online = self._hub.patient_online(event.conversation_id)
+        for conn in staff:
+            known = conn.inbox.get(event.conversation_id)
+            if known is None or event.seq > known[0]:
+                conn.inbox[event.conversation_id] = (event.seq, event.inbound_count,
+                                                     event.created_at)
+            unread = max(0, event.inbound_count - conn.read_seen.get(event.conversation_id, 0))
+            if unread not in frames:
+                frames[unread] = encode(ConversationUpdate(
+                    id=event.conversation_id, patient=summary,
+                    last_activity_at=event.created_at, last_seq=event.seq, unread=unread,
+                    patient_online=online))
+            self._hub.push(conn, frames[unread])
+
+    async def read(self, event: events.ReadEvent, readers: list[Connection]) -> None:
+        """After a staff member's read, their sockets' inbox shows the new unread count
+        (another tab's badge clears too). The conversation is described as the newest
+        of what the read saw and what this socket was last told, so it never goes back."""
+        summary = await self._streams.summary(event.account_id, event.conversation_id)
+        if summary is not None:
+            self.refresh(readers, event.conversation_id, summary, (
+                event.last_seq, event.inbound_count, event.last_activity_at))
+
+    def refresh(self, conns: list[Connection], conversation_id: str,
+                summary: PatientSummary, state: tuple[int, int, str]) -> None:
+        """Send ``conns`` the conversation as the newest of ``state`` and what each was
+        last told, so it never goes back; one encoding per distinct frame."""
+        online = self._hub.patient_online(conversation_id)
+        frames: dict[tuple[int, int, str, int], str] = {}
+        for conn in conns:
+            last_seq, inbound_count, at = state
+            known = conn.inbox.get(conversation_id)
+            if known is not None and known[0] > last_seq:
+                last_seq, inbound_count, at = known
+            unread = max(0, inbound_count - conn.read_seen.get(conversation_id, 0))
+            key = (last_seq, inbound_count, at, unread)
+            if key not in frames:
+                frames[key] = encode(ConversationUpdate(
+                    id=conversation_id, patient=summary, last_activity_at=at,
+                    last_seq=last_seq, unread=unread, patient_online=online))
+            self._hub.push(conn, frames[key])

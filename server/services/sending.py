@@ -6,7 +6,7 @@ from server import events
 from server.audit import Actor
 from server.metrics import Metrics
 from server.protocol import Sender, SendRequest
-from server.realtime.hub import Hub
+from server.realtime.node import Node
 from server.services.messaging import Messaging, SendResult
 from server.services.sms_worker import OutboxWorker
 
@@ -24,10 +24,10 @@ def message_event(node: str, account_id: str, result: SendResult) -> events.Mess
 
 
 class Sending:
-    def __init__(self, hub: Hub, messaging: Messaging, sms_worker: OutboxWorker,
+    def __init__(self, node: Node, messaging: Messaging, sms_worker: OutboxWorker,
                  metrics: Metrics) -> None:
         self._metrics = metrics
-        self._hub = hub
+        self._node = node
         self._messaging = messaging
         self._sms_worker = sms_worker
 
@@ -39,7 +39,7 @@ class Sending:
         this returns."""
         result = await self._messaging.send(
             account_id, sender, conversation_id, request, actor,
-            patient_online=self._hub.patient_online(conversation_id),
+            patient_online=self._node.hub.patient_online(conversation_id),
             on_stored=lambda stored: self._publish(account_id, stored))
         if not result.duplicate:
             self._metrics.messages_stored.labels(result.message.channel).inc()
@@ -50,10 +50,10 @@ class Sending:
     def _publish(self, account_id: str, stored: SendResult) -> None:
         """The message; then, when its status has a reason (``not_notified``:
         ``opted_out``), a ``status`` frame carrying it, as the message frame has none."""
-        self._hub.publish(message_event(self._hub.node_id, account_id, stored))
+        self._node.publish(message_event(self._node.node_id, account_id, stored))
         if stored.status_error is not None:
             message = stored.message
-            self._hub.publish(events.StatusEvent(
-                self._hub.node_id, account_id, message.conversation_id, message.id,
+            self._node.publish(events.StatusEvent(
+                self._node.node_id, account_id, message.conversation_id, message.id,
                 message.status, message.created_at, stored.status_error,
                 channel=message.channel))

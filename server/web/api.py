@@ -130,7 +130,7 @@ async def logout(request: Request) -> Response:
     services = _services(request)
     principal = await staff_principal(request)
     await services.auth.logout(principal, _actor(request, principal))
-    request.app.state.hub.end_session(principal.session_id)
+    request.app.state.node.end_session(principal.session_id)
     response = Response(status_code=204)
     cookies.clear_staff(response, services.settings)
     return response
@@ -162,7 +162,7 @@ async def list_conversations(request: Request) -> Response:
         principal.account_id, principal.staff_id,
         before=_rfc3339_param("before", before) if before else None,
         limit=_int_param(request, "limit", 50))
-    hub = request.app.state.hub
+    hub = request.app.state.node.hub
     return JSONResponse({"conversations": [
         msgspec.structs.replace(c, patient_online=hub.patient_online(c.id))
         for c in conversations]})
@@ -215,7 +215,7 @@ async def account_settings(request: Request) -> Response:
     settings = await accounts.update_settings(principal.account_id, change,
                                               _actor(request, principal))
     # Every open console of the account, on every node, follows at once.
-    request.app.state.hub.account_changed(principal.account_id, settings.portal_active,
+    request.app.state.node.account_changed(principal.account_id, settings.portal_active,
                                           settings.clinic_name)
     return JSONResponse(settings)
 
@@ -239,7 +239,7 @@ async def deactivate_staff(request: Request) -> Response:
         principal.account_id, _path_id(request, "staff_id", "staff member"),
         _actor(request, principal))
     for session_id in ended:
-        request.app.state.hub.end_session(session_id)
+        request.app.state.node.end_session(session_id)
     return JSONResponse({"staff": member, "ended_sessions": len(ended)})
 
 

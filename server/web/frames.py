@@ -38,10 +38,12 @@ from server.protocol import (
     Typing,
     Unsubscribe,
     client_frame_decoder,
+    encode,
 )
 from server.realtime.connection import Connection
-from server.realtime.hub import Hub, encode
+from server.realtime.node import Node
 from server.services.sending import Sending
+from server.services.streams import Streams
 
 log = logging.getLogger("securechat.frames")
 
@@ -50,8 +52,10 @@ MAX_ECHO = 64
 
 
 class FrameHandler:
-    def __init__(self, hub: Hub, sending: Sending, clock: Clock, metrics: Metrics) -> None:
-        self._hub = hub
+    def __init__(self, node: Node, streams: Streams, sending: Sending, clock: Clock,
+                 metrics: Metrics) -> None:
+        self._node = node
+        self._streams = streams
         self._sending = sending
         self._clock = clock
         self._metrics = metrics
@@ -108,15 +112,15 @@ class FrameHandler:
             case Subscribe():
                 await self._subscribe(conn, frame, actor)
             case Unsubscribe():
-                self._hub.unsubscribe(conn, frame.conversation_id)
+                self._node.hub.unsubscribe(conn, frame.conversation_id)
             case Send():
                 await self._send(conn, frame, actor)
             case Typing():
                 await self._authorise(conn, frame.conversation_id)
                 conn.last_activity = self._clock.now()
                 if conn.typing.allow(frame.conversation_id, time.monotonic()):
-                    self._hub.publish(events.TypingEvent(
-                        self._hub.node_id, conn.account_id, frame.conversation_id,
+                    self._node.publish(events.TypingEvent(
+                        self._node.node_id, conn.account_id, frame.conversation_id,
                         conn.role, conn.user_id, "" if conn.is_patient else conn.user_name))
             case Read():
                 await self._read(conn, frame)
@@ -125,15 +129,15 @@ class FrameHandler:
         await self._authorise(conn, frame.conversation_id)
         if not conn.is_patient:
             conn.last_activity = self._clock.now()
-        await self._hub.streams.audit_subscribe(conn.account_id, frame.conversation_id,
-                                                frame.after_seq, actor)
-        last_seq = await self._hub.subscribe(conn, frame.conversation_id, frame.after_seq)
+        await self._streams.audit_subscribe(conn.account_id, frame.conversation_id,
+                                            frame.after_seq, actor)
+        last_seq = await self._node.hub.subscribe(conn, frame.conversation_id, frame.after_seq)
         conn.push(encode(Subscribed(conversation_id=frame.conversation_id, last_seq=last_seq,
                                     ref=frame.ref)))
         if not conn.is_patient:
             conn.push(encode(Presence(
                 conversation_id=frame.conversation_id,
-                patient_online=self._hub.patient_online(frame.conversation_id))))
+                patient_online=self._node.hub.patient_online(frame.conversation_id))))
 
     async def _send(self, conn: Connection, frame: Send, actor: Actor) -> None:
         if conn.is_patient:
@@ -152,16 +156,16 @@ class FrameHandler:
         if not conn.is_patient:  # a patient's read receipts are automatic (see above)
             conn.last_activity = self._clock.now()
         reader = Sender(conn.role, conn.user_id, conn.user_name)
-        result = await self._hub.streams.mark_read(frame.conversation_id, reader, frame.seq)
+        result = await self._streams.mark_read(frame.conversation_id, reader, frame.seq)
         if result.seq == 0:
             return  # nothing to read yet
-        node = self._hub.node_id
-        self._hub.publish(events.ReadEvent(
+        node = self._node.node_id
+        self._node.publish(events.ReadEvent(
             node, conn.account_id, frame.conversation_id, result.seq, conn.role, conn.user_id,
             "" if conn.is_patient else conn.user_name, result.inbound_seen, result.last_seq,
             result.inbound_count, result.last_activity_at))
         for message_id in result.changed:
-            self._hub.publish(events.StatusEvent(node, conn.account_id, frame.conversation_id,
+            self._node.publish(events.StatusEvent(node, conn.account_id, frame.conversation_id,
                                                  message_id, "read", result.at,
                                                  channel="secure"))
 
@@ -172,7 +176,7 @@ class FrameHandler:
             if conversation_id != conn.conversation_id:
                 raise AppError(ErrorCode.FORBIDDEN, "not your conversation")
             return
-        if await self._hub.streams.summary(conn.account_id, conversation_id) is None:
+        if await self._streams.summary(conn.account_id, conversation_id) is None:
             raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
 
     def _refuse(self, conn: Connection, frame, code: ErrorCode, message: str,

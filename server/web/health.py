@@ -26,7 +26,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     """200 when every dependency answers, else 503 naming the ones that did not."""
     services = request.app.state.services
-    checks = {"store": services.db.ping, "broker": request.app.state.hub.broker.ping}
+    checks = {"store": services.db.ping, "broker": request.app.state.node.broker.ping}
     results = {}
     for name, check in checks.items():
         try:

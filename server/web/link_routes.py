@@ -37,7 +37,7 @@ async def revoke_links(request: Request) -> Response:
     revoked, ended = await state.links.revoke(principal.account_id, conversation_id,
                                               _actor(request, principal))
     for session_id in ended:
-        state.hub.end_session(session_id)
+        state.node.end_session(session_id)
     return JSONResponse({"revoked_links": revoked, "ended_sessions": len(ended)})
 
 
@@ -50,7 +50,7 @@ async def resend_link(request: Request) -> Response:
     state = request.app.state
     await state.links.resend(principal.account_id, conversation_id, principal.staff_id,
                              _actor(request, principal))
-    state.hub.notice(principal.account_id, conversation_id, "link_resent")
+    state.node.notice(principal.account_id, conversation_id, "link_resent")
     return JSONResponse({"status": "queued"}, status_code=202)
 
 

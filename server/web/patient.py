@@ -132,7 +132,7 @@ async def logout(request: Request) -> Response:
         principal = None
     if principal is not None:
         await services.patient_sessions.end(principal)
-        request.app.state.hub.end_session(principal.session_id)
+        request.app.state.node.end_session(principal.session_id)
     response = RedirectResponse("/s/ended", status_code=303)
     cookies.clear_patient(response, services.settings)
     # Ask the browser to forget this origin's cache and storage too.

@@ -26,9 +26,8 @@ from server.address_limits import AddressLimit
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
-from server.protocol import AccountInfo, CloseCode, Ready, User
+from server.protocol import AccountInfo, CloseCode, Ready, User, encode
 from server.realtime.connection import Connection
-from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
 from server.realtime.outbox import Outbox
 from server.web import cookies
@@ -45,7 +44,7 @@ CLOSE_TIMEOUT = 10.0
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     app = websocket.app
-    services, hub, frames = app.state.services, app.state.hub, app.state.frames
+    services, node, frames = app.state.services, app.state.node, app.state.frames
     settings = services.settings
     if not host_allowed(dict(websocket.scope["headers"]), settings.hosts):
         await _deny(websocket, host_refused(), settings.secure_cookies)
@@ -73,15 +72,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         _release_handshake(websocket)
         conn = await _connection(services, who, settings)
         try:
-            await hub.attach(conn)  # inside: a failed attach is undone too
+            await node.hub.attach(conn)  # inside: a failed attach is undone too
             reader = asyncio.create_task(_read(websocket, conn, frames, ip))
             try:
-                await _write(websocket, conn, hub)
+                await _write(websocket, conn, node)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
         finally:
-            await hub.detach(conn)
+            await node.hub.detach(conn)
             if conn.close_code is not None:
                 services.metrics.ws_closes.labels(str(conn.close_code)).inc()
     finally:
@@ -161,14 +160,14 @@ async def _read(websocket: WebSocket, conn: Connection, frames, ip: str | None) 
         conn.outbox.close()
 
 
-async def _write(websocket: WebSocket, conn: Connection, hub) -> None:
+async def _write(websocket: WebSocket, conn: Connection, node) -> None:
     """Drain the outbox until it closes; then flush what is still queued (nothing, after
     an overflow) and close the socket, taking at most ``CLOSE_TIMEOUT`` for that."""
     try:
-        while not conn.outbox.done and await _write_some(websocket, conn, hub):
+        while not conn.outbox.done and await _write_some(websocket, conn, node):
             pass
         async with asyncio.timeout(CLOSE_TIMEOUT):
-            while await _write_some(websocket, conn, hub):
+            while await _write_some(websocket, conn, node):
                 pass
             if conn.close_code is not None:
                 await websocket.close(code=conn.close_code, reason=conn.close_reason)
@@ -176,7 +175,7 @@ async def _write(websocket: WebSocket, conn: Connection, hub) -> None:
         pass
 
 
-async def _write_some(websocket: WebSocket, conn: Connection, hub) -> bool:
+async def _write_some(websocket: WebSocket, conn: Connection, node) -> bool:
     """Write what is queued (waiting for some); False once there is nothing more."""
     items = await conn.outbox.take()
     if not items:
@@ -187,7 +186,7 @@ async def _write_some(websocket: WebSocket, conn: Connection, hub) -> bool:
         if delivered_id is not None:
             delivered.append(delivered_id)
     if delivered:
-        hub.delivered(delivered)
+        node.delivered(delivered)
     return True
 
 

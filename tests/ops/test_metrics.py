@@ -118,7 +118,7 @@ async def test_outbox_gauge_frames_out_and_broker_reconnects(
                           "session-ops", Outbox(100, 1 << 20),
                           TokenBucket(1.0, 1, time.monotonic()),
                           conversation_id=clinic.conversation_id)
-        await node.hub.attach(conn)
+        await node.realtime.hub.attach(conn)
         try:
             before = scraped(node)
             for i in range(7):
@@ -128,7 +128,7 @@ async def test_outbox_gauge_frames_out_and_broker_reconnects(
             assert len(await conn.outbox.take()) == 7  # what the socket's writer does
             taken = scraped(node)
         finally:
-            await node.hub.detach(conn)
+            await node.realtime.hub.detach(conn)
     assert total(taken, "securechat_ws_outbox_frames") == 0
     assert total(taken, "securechat_ws_frames_out_total") - \
         total(before, "securechat_ws_frames_out_total") == 7

@@ -31,7 +31,7 @@ TOKEN = r"[A-Za-z0-9_-]{43}"
 
 
 class Node(RunningServer):
-    """A running app with ``app.state`` (links, hub, SMS provider) at hand."""
+    """A running app with ``app.state`` (links, real-time node, SMS provider) at hand."""
 
     def __init__(self, url: str, app: Starlette, port: int) -> None:
         super().__init__(url, app.state.services)
@@ -43,8 +43,8 @@ class Node(RunningServer):
         return self.app.state.links
 
     @property
-    def hub(self) -> Any:
-        return self.app.state.hub
+    def realtime(self) -> Any:
+        return self.app.state.node
 
 
 def node_settings(database_url: str, port: int, **overrides: Any) -> Settings:

@@ -77,7 +77,7 @@ async def test_idle_limit_ends_the_page(node: Node, clinic: Clinic, phone: Any,
         await open_and_verify(phone, node, token)
         await expect(phone.locator("#thread")).to_contain_text(body)
         await staff.wait_type("read")  # the page's last frame (user activity) is handled
-    await node.hub.check_sessions()  # records that activity at the current time
+    await node.realtime.upkeep.check_sessions()  # records that activity at the current time
     clock.advance(minutes=16)
     await expect(phone.get_by_text(re.compile("session has ended"))).to_be_visible()
     assert body not in await phone.content()

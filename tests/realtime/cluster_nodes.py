@@ -23,7 +23,7 @@ from tests.serving import serve_app
 
 
 class Node(RunningServer):
-    """A running in-process node: its URL, services and hub."""
+    """A running in-process node: its URL, services and real-time node."""
 
     def __init__(self, url: str, app: Any, uv: uvicorn.Server, task: asyncio.Task) -> None:
         super().__init__(url, app.state.services)
@@ -32,8 +32,8 @@ class Node(RunningServer):
         self._task = task
 
     @property
-    def hub(self):
-        return self.app.state.hub
+    def realtime(self):
+        return self.app.state.node
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Graceful shutdown, as on SIGTERM: sockets are closed with 1012 (idempotent)."""

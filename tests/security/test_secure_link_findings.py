@@ -161,9 +161,9 @@ async def test_read_receipts_do_not_keep_an_untouched_page_signed_in(
                                 seq=message["seq"])
                 await page.send(type="ping", ref=f"p{step}")
                 await page.wait_type("pong", ref=f"p{step}")  # the read was handled
-                await node.hub.check_sessions()  # records activity, as the loop does
+                await node.realtime.upkeep.check_sessions()  # records activity, as the loop does
                 assert not page.closed.done(), f"closed early, at step {step}"
             clock.advance(seconds=idle / 4 + 1)  # the limit since the verification
-            await node.hub.check_sessions()
+            await node.realtime.upkeep.check_sessions()
             assert (await page.close_code())[0] == 4401
         assert (await client.get("/s/chat")).status_code == 401

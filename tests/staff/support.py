@@ -149,9 +149,9 @@ async def inbound_sms(node: Node, clinic: Clinic, conversation_id: str, patient_
     result = await services.messaging.receive_sms(
         clinic.account_id, conversation_id, Sender("patient", patient_id, ""),
         f"SM{secrets.token_hex(16)}", body)
-    node.hub.publish(message_event(node.hub.node_id, clinic.account_id, result))
+    node.realtime.publish(message_event(node.realtime.node_id, clinic.account_id, result))
     if result.opt_out is not None:
-        node.hub.publish(opt_out_event(node.hub.node_id, result.opt_out))
+        node.realtime.publish(opt_out_event(node.realtime.node_id, result.opt_out))
     return result.message.seq
 
 

@@ -151,7 +151,7 @@ async def test_switching_threads_follows_one_at_a_time(node: Node, clinic: Clini
         await publish_send(node, clinic, pat, "Second for Pat", secure=True)
         await expect(page.locator("#inbox li").first).to_have_attribute(
             "data-conversation-id", pat)  # the inbox heard of it
-        node.hub.notice(clinic.account_id, pat, "link_locked")
+        node.realtime.notice(clinic.account_id, pat, "link_locked")
         await publish_send(node, clinic, robin, "Hello Robin", secure=False)
         await expect(page.locator("#thread li .body")).to_have_text(["Hello Robin"])
         await expect(page.locator(".notice-banner")).to_have_count(0)
@@ -160,7 +160,7 @@ async def test_switching_threads_follows_one_at_a_time(node: Node, clinic: Clini
         await expect(page.locator("#thread li .body")).to_have_text(
             ["First for Pat", "Second for Pat"])
         assert await thread_seqs(page) == [1, 2]
-        node.hub.notice(clinic.account_id, pat, "link_locked")
+        node.realtime.notice(clinic.account_id, pat, "link_locked")
         banner = page.get_by_role("alert").filter(has_text="Link locked")
         await expect(banner).to_contain_text("wrong date-of-birth attempts")
         await banner.get_by_role("button", name="Dismiss").click()
