@@ -83,6 +83,12 @@ class MessageStatus(enum.StrEnum):
         return current is None or self.rank > MessageStatus(current).rank
 
 
+# The secure statuses ``delivered`` follows once the patient's socket has the message:
+# told by SMS or not, the patient may open the page anyway (docs/protocol.md).
+BEFORE_DELIVERED = frozenset({MessageStatus.SENT, MessageStatus.NOTIFIED,
+                              MessageStatus.NOT_NOTIFIED})
+
+
 Direction = Literal["outbound", "inbound"]
 Channel = Literal["sms", "secure"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from server.protocol import CloseCode, Message
+from server.protocol import BEFORE_DELIVERED, CloseCode, Message
 from server.realtime.limits import Throttle, TokenBucket
 from server.realtime.outbox import Outbox
 
@@ -77,7 +77,7 @@ class Connection:
         """A secure message to the patient, sent to the patient's own socket: once
         written, it is ``delivered`` (returns its id to mark)."""
         if (self.is_patient and message.direction == "outbound"
-                and message.channel == "secure" and message.status in ("sent", "notified")):
+                and message.channel == "secure" and message.status in BEFORE_DELIVERED):
             return message.id
         return None
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from server import events
 from server.auth import session_over
 from server.clock import Clock, rfc3339
-from server.protocol import CloseCode
+from server.protocol import CloseCode, MessageStatus
 from server.realtime.hub import Hub
 from server.realtime.presence import PRESENCE_REFRESH, PresenceNews
 from server.realtime.reads import StreamReads
@@ -132,5 +132,5 @@ class Upkeep:
             at = rfc3339(self._clock.now())
             for message_id, conversation_id, account_id in changed:
                 self._publish(events.StatusEvent(self._node_id, account_id, conversation_id,
-                                                 message_id, "delivered", at,
+                                                 message_id, MessageStatus.DELIVERED, at,
                                                  channel="secure"))

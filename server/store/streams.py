@@ -9,12 +9,9 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.protocol import MessageStatus
+from server.protocol import BEFORE_DELIVERED, MessageStatus
 from server.store.db import upsert
 from server.store.tables import conversations, messages, read_pointers, staff
-
-# The secure statuses ``delivered`` may follow (the patient came, told by SMS or not).
-BEFORE_DELIVERED = (MessageStatus.SENT, MessageStatus.NOTIFIED, MessageStatus.NOT_NOTIFIED)
 
 
 async def messages_after(conn: AsyncConnection, conversation_id: str, after_seq: int,
@@ -89,7 +86,7 @@ async def mark_delivered(conn: AsyncConnection, message_ids: Sequence[str]) -> l
     result = await conn.execute(
         update(messages)
         .where(and_(messages.c.id.in_(message_ids),
-                    messages.c.status.in_(BEFORE_DELIVERED)))
+                    messages.c.status.in_(sorted(BEFORE_DELIVERED))))
         .values(status=MessageStatus.DELIVERED)
         .returning(messages.c.id, messages.c.conversation_id, messages.c.account_id))
     return list(result.all())

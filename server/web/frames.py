@@ -26,6 +26,7 @@ from server.protocol import (
     Ack,
     AnyClientFrame,
     ErrorFrame,
+    MessageStatus,
     Ping,
     Pong,
     Presence,
@@ -166,7 +167,7 @@ class FrameHandler:
             result.inbound_count, result.last_activity_at))
         for message_id in result.changed:
             self._node.publish(events.StatusEvent(node, conn.account_id, frame.conversation_id,
-                                                 message_id, "read", result.at,
+                                                 message_id, MessageStatus.READ, result.at,
                                                  channel="secure"))
 
     async def _authorise(self, conn: Connection, conversation_id: str) -> None:

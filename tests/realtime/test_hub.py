@@ -14,7 +14,7 @@ import pytest
 from server.brokers.memory import MemoryBroker, MemoryBus
 from server.clock import FakeClock
 from server.metrics import Metrics
-from server.protocol import CloseCode
+from server.protocol import CloseCode, Message, Sender
 from server.realtime.connection import Connection
 from server.realtime.hub import REPLAY_PAGE
 from server.realtime.node import Node
@@ -237,3 +237,20 @@ async def test_end_session_closes_its_sockets_through_the_dispatcher(
     await barrier(node, staff, "ended")
     assert other.conn.close_code is CloseCode.UNAUTHENTICATED
     assert staff.conn.close_code is None
+
+
+@pytest.mark.parametrize("status", ["sent", "notified", "not_notified"])
+def test_a_secure_message_written_to_the_patient_becomes_delivered(status: str) -> None:
+    """Told by SMS or not (``not_notified``: the patient replied STOP), a secure message
+    written to the patient's own socket is marked delivered (docs/protocol.md)."""
+    patient = connection("patient", "acct-1", user_id="p-1", session_id="s-p",
+                         conversation_id="c-1")
+    message = Message(conversation_id="c-1", id="m-1", seq=1, client_msg_id="x",
+                      direction="outbound", channel="secure",
+                      sender=Sender("staff", "staff-1", "Dr Test"), body="b",
+                      created_at="2026-12-03T00:00:00Z", status=status)
+    assert patient.delivered_id(message) == "m-1"
+    for unchanged in ("delivered", "read"):
+        assert patient.delivered_id(msgspec.structs.replace(message, status=unchanged)) is None
+    staff = connection("staff", "acct-1", user_id="staff-1", session_id="s-s")
+    assert staff.delivered_id(message) is None
