@@ -22,7 +22,6 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.address_limits import AddressLimit
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
@@ -32,6 +31,7 @@ from server.realtime.hub import encode
 from server.realtime.limits import TokenBucket
 from server.realtime.outbox import Outbox
 from server.web import cookies
+from server.web.context import runtime
 from server.web.http import error_response, host_allowed, host_refused, security_headers
 
 log = logging.getLogger("securechat.ws")
@@ -44,8 +44,8 @@ CLOSE_TIMEOUT = 10.0
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    app = websocket.app
-    services, hub, frames = app.state.services, app.state.hub, app.state.frames
+    node = runtime(websocket)
+    services, hub, frames = node.services, node.hub, node.frames
     settings = services.settings
     if not host_allowed(dict(websocket.scope["headers"]), settings.hosts):
         await _deny(websocket, host_refused(), settings.secure_cookies)
@@ -56,7 +56,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(code=CloseCode.FORBIDDEN)
         return
     ip = websocket.client.host if websocket.client else None
-    addresses: AddressLimit = app.state.ws_addresses
+    addresses = node.ws_addresses
     if not addresses.acquire(ip or ""):
         await _deny(websocket, error_response(AppError(
             ErrorCode.RATE_LIMITED, "too many connections from this address")),
@@ -103,7 +103,7 @@ async def _authenticate(websocket: WebSocket
                         ) -> tuple[StaffPrincipal, AccountInfo] | PatientPrincipal | None:
     """The socket's principal (for staff, with the account's state for ``ready``, read in
     the same query), or None. Not user activity: it does not extend the session."""
-    services = websocket.app.state.services
+    services = runtime(websocket).services
     staff_token = websocket.cookies.get(cookies.staff_cookie_name(services.settings))
     patient_token = websocket.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
