@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 
 from loadtest.nodes import ORIGIN
 from loadtest.seed import seed
-from server.services.container import Services, build_services
+from server.notify import Offline
+from server.runtime import Services, build_services
 from server.settings import from_env
 from server.store.tables import messages
 
@@ -37,7 +38,7 @@ class World:
                    per_account: int) -> World:
         settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
                             public_url=ORIGIN)
-        services = build_services(settings, master_key)
+        services = build_services(settings, master_key, notifier=Offline())
         accounts = -(-conversations // per_account)
         data = await seed(services, accounts=accounts, staff_per_account=1,
                           patients_per_account=per_account, staff_sessions=per_account + 1)

@@ -5,7 +5,7 @@
 
 Runs against the store the server is configured for (the same ``SECURECHAT_*``
 environment: ``DATABASE_URL``, ``MASTER_KEY``/``MASTER_KEY_FILE``, ``PUBLIC_URL``,
-``ALLOWED_ORIGINS``) through :func:`server.services.container.build_services`, as the
+``ALLOWED_ORIGINS``) through :func:`server.runtime.build_services`, as the
 ``securechat`` command does. It creates accounts with the patient portal on, staff with
 one known password (the locust ``StaffUser`` signs in with it over HTTP), patients with
 their conversations, and a patient session per patient, so a ``PatientUser`` needs no
@@ -35,8 +35,9 @@ from server import audit
 from server.audit import SYSTEM
 from server.auth import new_session_token
 from server.crypto import load_master_key
+from server.notify import Offline
 from server.protocol import CreatePatientRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import Settings, from_env
 from server.store import accounts as account_store
 from server.store import migrate
@@ -203,7 +204,7 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, bytes]:
 
 async def _main(args: argparse.Namespace) -> int:
     settings, master = _settings(args)
-    services = build_services(settings, master)
+    services = build_services(settings, master, notifier=Offline())
     try:
         try:
             await migrate.check_current(services.db)

@@ -23,6 +23,7 @@ from server.audit import Actor
 from server.clock import Clock
 from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
+from server.notify import Notifier
 from server.passwords import PasswordHashing
 from server.read_batch import ReadBatcher
 from server.settings import Settings
@@ -71,8 +72,9 @@ def normalise_email(email: str) -> str:
 
 class StaffAuth:
     def __init__(self, db: Database, clock: Clock, settings: Settings,
-                 hashing: PasswordHashing, master: MasterKey) -> None:
+                 hashing: PasswordHashing, master: MasterKey, notifier: Notifier) -> None:
         self._db = db
+        self._notifier = notifier
         self._clock = clock
         self._settings = settings
         self._hashing = hashing
@@ -190,11 +192,13 @@ class StaffAuth:
         return row
 
     async def logout(self, principal: StaffPrincipal, actor: Actor) -> None:
+        """End the session; once that committed, its sockets close on every node."""
         async with self._db.write() as conn:
             await session_store.end_session(conn, principal.session_id, self._clock.now())
             await audit.append(conn, self._clock, stream=principal.account_id, actor=actor,
                                action="auth.logout", object_type="staff",
                                object_id=principal.staff_id)
+        self._notifier.session_ended(principal.session_id)
 
 
 def session_over(row, now: datetime, settings: Settings) -> bool:

@@ -22,9 +22,10 @@ from sqlalchemy.engine import make_url
 from server import audit, logs
 from server.crypto import CryptoError, MasterKey, load_master_key
 from server.errors import AppError, ErrorCode
+from server.notify import Offline
 from server.passwords import check_policy
 from server.protocol import CreatePatientRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import Settings, SettingsError, env_has, from_env
 from server.store import migrate
 from server.store.db import Database
@@ -162,7 +163,7 @@ def _demo_patients_text() -> str:
 async def _seed_demo(settings: Settings, master: bytes) -> str:
     """Create the demo clinic, its admin and two patients once; give the admin a fresh
     password on every start (it is printed, never stored in plain text)."""
-    services = build_services(settings, master)
+    services = build_services(settings, master, notifier=Offline())
     password = secrets.token_urlsafe(15)
     try:
         account_id, created = await services.accounts.ensure_account(
@@ -192,20 +193,18 @@ async def _check_schema(settings: Settings) -> None:
 def _draining_server_class():
     import uvicorn
 
+    from server.web.context import app_runtime
+
     class DrainingServer(uvicorn.Server):
         """On SIGTERM: stop accepting, close every socket with 1012 through the app (a
         proper close handshake, so clients see 1012 rather than a reset), then let
-        uvicorn finish its own shutdown."""
+        uvicorn finish its own shutdown. uvicorn shuts down only a server that started,
+        so the app's runtime is there."""
 
         async def shutdown(self, sockets=None) -> None:
             for server in self.servers:
                 server.close()
-            node = getattr(getattr(self.config.loaded_app, "state", None), "node", None)
-            if node is None:  # the app may be wrapped by middleware: find the Starlette one
-                node = getattr(getattr(_starlette_app(self.config.loaded_app), "state", None),
-                               "node", None)
-            if node is not None:
-                await node.drain(DRAIN_SECONDS)
+            await app_runtime(self.config.app).drain(DRAIN_SECONDS)
             await super().shutdown(sockets)
 
         def handle_exit(self, sig: int, frame) -> None:
@@ -218,15 +217,6 @@ def _draining_server_class():
                     self._captured_signals.remove(sig)
 
     return DrainingServer
-
-
-def _starlette_app(app):
-    """Walk uvicorn's wrappers (proxy headers, message logger) down to the Starlette app."""
-    for _ in range(5):
-        if hasattr(app, "state"):
-            return app
-        app = getattr(app, "app", None)
-    return None
 
 
 def _run_server(settings: Settings, master: bytes, host: str, port: int) -> None:
@@ -375,7 +365,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _with_services(settings: Settings, master: bytes, work):
     async def run():
-        services = build_services(settings, master)
+        services = build_services(settings, master, notifier=Offline())
         try:
             return await work(services)
         finally:

@@ -16,6 +16,7 @@ from server.audit import Actor
 from server.auth import TOUCH_EVERY, new_session_token, session_id, session_over
 from server.clock import Clock
 from server.errors import AppError, ErrorCode
+from server.notify import Notifier
 from server.read_batch import ReadBatcher
 from server.settings import Settings
 from server.store import links as link_store
@@ -44,8 +45,10 @@ class PatientPrincipal(msgspec.Struct, frozen=True):
 
 
 class PatientSessions:
-    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+    def __init__(self, db: Database, clock: Clock, settings: Settings,
+                 notifier: Notifier) -> None:
         self._db = db
+        self._notifier = notifier
         self._clock = clock
         self._settings = settings
         self._sessions = ReadBatcher(db, session_store.patient_sessions)
@@ -88,7 +91,8 @@ class PatientSessions:
     async def end(self, principal: PatientPrincipal) -> None:
         """The patient pressed "End session". The links issued so far then open only
         with the one-time code as well (docs/security.md): whoever uses this browser
-        next cannot get back in from its history with the date of birth alone."""
+        next cannot get back in from its history with the date of birth alone. Once
+        that committed, the session's sockets close on every node."""
         now = self._clock.now()
         async with self._db.write() as conn:
             await session_store.end_session(conn, principal.session_id, now)
@@ -97,3 +101,4 @@ class PatientSessions:
                                actor=principal.actor(), action="patient.session_ended",
                                object_type="conversation",
                                object_id=principal.conversation_id)
+        self._notifier.session_ended(principal.session_id)

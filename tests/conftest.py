@@ -31,10 +31,12 @@ from loadtest.nodes import free_port, pg_execute
 from server.app import create_app
 from server.audit import SYSTEM
 from server.clock import FakeClock
+from server.notify import Offline
 from server.protocol import CreatePatientRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import Settings, from_env
 from server.store import migrate
+from server.web.context import app_runtime
 from tests.serving import serve_app
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL",
@@ -116,7 +118,7 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture
 async def services(settings: Settings, master_key: bytes, clock: FakeClock
                    ) -> AsyncIterator[Services]:
-    built = build_services(settings, master_key, clock)
+    built = build_services(settings, master_key, clock, notifier=Offline())
     yield built
     await built.db.close()
 
@@ -183,7 +185,7 @@ async def server(settings: Settings, master_key: bytes, clock: FakeClock
     """The real app under real uvicorn on 127.0.0.1 and a free port, on the test's loop."""
     app = create_app(settings, master_key, clock=clock)
     async with serve_app(app) as served:
-        yield RunningServer(served.url, app.state.services)
+        yield RunningServer(served.url, app_runtime(app).services)
 
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from server.errors import AppError
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
 
 PATH = "/api/account/settings"

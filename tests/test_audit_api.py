@@ -10,7 +10,7 @@ import io
 import httpx
 
 from server.clock import FakeClock
-from server.web.api import AUDIT_COLUMNS
+from server.services.audit_records import AUDIT_COLUMNS
 from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
 
 # PHI of a patient made through the API; none of it may reach the audit log.

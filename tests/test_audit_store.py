@@ -24,8 +24,9 @@ from server.audit import SYSTEM_STREAM, Actor, AuditEntry, entry_hash
 from server.clock import FakeClock
 from server.crypto import MasterKey
 from server.errors import AppError
+from server.notify import Offline
 from server.protocol import Sender, SendRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store import migrate
@@ -80,7 +81,8 @@ def private_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 async def private_services(private_url: str, master_key: bytes, clock: FakeClock
                            ) -> AsyncIterator[Services]:
     services = build_services(from_env({}, database_url=private_url,
-                                       password_hash_concurrency=2), master_key, clock)
+                                       password_hash_concurrency=2), master_key, clock,
+                              notifier=Offline())
     yield services
     await services.db.close()
 

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from server.app import create_app
 from server.clock import FakeClock
-from server.services.container import Services
+from server.runtime import Services
 from server.settings import from_env
 from server.store.tables import staff
 from tests.conftest import PASSWORD, Clinic, RunningServer

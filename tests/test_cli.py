@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.services.container import Services
+from server.runtime import Services
 from server.store import accounts as account_store
 from server.store import migrate
 from server.store.db import Database

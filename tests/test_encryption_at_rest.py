@@ -18,7 +18,7 @@ from server import crypto
 from server.audit import SYSTEM, Actor
 from server.errors import AppError, ErrorCode
 from server.protocol import CreatePatientRequest, Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.store import audit_log as audit_store
 from server.store.tables import messages, patients
 from tests.conftest import Clinic, RunningServer, make_clinic

@@ -18,7 +18,7 @@ from server import audit
 from server.audit import Actor
 from server.errors import AppError, ErrorCode
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.services.messaging import Messaging, SendResult
 from server.store import audit_log as audit_store
 from server.store import sms as sms_store

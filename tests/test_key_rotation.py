@@ -10,8 +10,9 @@ from sqlalchemy import select
 from server.audit import Actor
 from server.clock import FakeClock
 from server.crypto import envelope_key_id
+from server.notify import Offline
 from server.protocol import Sender, SendRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import Settings
 from server.store import audit_log as audit_store
 from server.store.tables import data_keys, messages, patients
@@ -71,7 +72,8 @@ async def test_cli_rotation_keeps_old_messages_readable(
     assert new_key == await newest_key(services, clinic.account_id)
     assert re.search(r"^rotated \d+ account\(s\)", out, re.MULTILINE), out
 
-    fresh = build_services(settings, master_key, clock)  # a node with nothing cached
+    # A node with nothing cached.
+    fresh = build_services(settings, master_key, clock, notifier=Offline())
     try:
         assert await bodies(fresh, clinic) == ["sealed under the first key"]
         after = await send(fresh, clinic, "after", "sealed under the second key")
@@ -100,7 +102,7 @@ async def test_a_running_node_switches_within_the_refresh_interval(
         clock: FakeClock) -> None:
     """rotate_keys() on one node: it seals under the new key at once; another running node
     keeps the previous (still valid) key until key_refresh_seconds pass, then switches."""
-    other = build_services(settings, master_key, clock)
+    other = build_services(settings, master_key, clock, notifier=Offline())
     try:
         old_key = await newest_key(services, clinic.account_id)
         assert await key_of(other, await send(other, clinic, "o-1", "one")) == old_key
@@ -137,7 +139,7 @@ async def test_every_key_still_opens_after_several_rotations(
         clock.advance(seconds=61)
     assert len(set(keys)) == 4
 
-    fresh = build_services(settings, master_key, clock)
+    fresh = build_services(settings, master_key, clock, notifier=Offline())
     try:
         page = await fresh.messaging.history(clinic.account_id, clinic.conversation_id,
                                              before_seq=None, limit=50,

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from server.audit import Actor
 from server.errors import AppError, ErrorCode
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.store import audit_log as audit_store
 from server.store.tables import conversations, messages
 from tests.conftest import Clinic, make_clinic

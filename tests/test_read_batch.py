@@ -10,7 +10,7 @@ import pytest
 from server.audit import SYSTEM
 from server.errors import AppError
 from server.read_batch import ReadBatcher
-from server.services.container import Services
+from server.runtime import Services
 from server.store import sessions as session_store
 from tests.conftest import make_clinic
 

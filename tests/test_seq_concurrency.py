@@ -18,8 +18,9 @@ from sqlalchemy import select
 
 from server.audit import Actor, ChainVerifier
 from server.crypto import MasterKey
+from server.notify import Offline
 from server.protocol import Sender, SendRequest
-from server.services.container import Services, build_services
+from server.runtime import Services, build_services
 from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store.tables import conversations, messages
@@ -39,7 +40,7 @@ def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def services_on(database_url: str, master_key: bytes) -> AsyncIterator[Services]:
     services = build_services(from_env({}, database_url=database_url,
-                                       password_hash_concurrency=2), master_key)
+                                       password_hash_concurrency=2), master_key, notifier=Offline())
     try:
         yield services
     finally:

@@ -12,7 +12,7 @@ import pytest
 from server.clock import FakeClock
 from server.crypto import MasterKey
 from server.errors import AppError, ErrorCode
-from server.services.container import Services
+from server.runtime import Services
 from server.sign_in_limits import IN_FLIGHT_PER_ADDRESS, IN_FLIGHT_PER_EMAIL, SignInLimits
 
 

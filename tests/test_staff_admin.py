@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, PASSWORD, Clinic, RunningServer, make_clinic
 from tests.realtime.wsclient import connect
 

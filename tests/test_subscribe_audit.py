@@ -8,8 +8,8 @@ import asyncio
 from server.audit import Actor, ChainVerifier
 from server.clock import FakeClock
 from server.crypto import MasterKey
+from server.runtime import Services
 from server.services.audit_batch import AuditBatcher
-from server.services.container import Services
 from server.store import audit_log as audit_store
 from tests.conftest import make_clinic
 

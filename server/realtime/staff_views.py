@@ -96,6 +96,13 @@ class StaffViews:
                     del table[key]
 
 
+def unread_count(conn: Connection, conversation_id: str, inbound_count: int) -> int:
+    """A staff member's unread count: the conversation's inbound messages minus those
+    the member has seen (the inbox's first page computes the same in SQL:
+    ``store/patients.py`` ``conversation_page``)."""
+    return max(0, inbound_count - conn.read_seen.get(conversation_id, 0))
+
+
 class InboxUpdates:
     """Each staff socket's inbox: the conversation with its newest state and the
     member's unread count, one encoding per distinct frame."""
@@ -115,7 +122,7 @@ class InboxUpdates:
             if known is None or event.seq > known[0]:
                 conn.inbox[event.conversation_id] = (event.seq, event.inbound_count,
                                                      event.created_at)
-            unread = max(0, event.inbound_count - conn.read_seen.get(event.conversation_id, 0))
+            unread = unread_count(conn, event.conversation_id, event.inbound_count)
             if unread not in frames:
                 frames[unread] = encode(ConversationUpdate(
                     id=event.conversation_id, patient=summary,
@@ -143,7 +150,7 @@ class InboxUpdates:
             known = conn.inbox.get(conversation_id)
             if known is not None and known[0] > last_seq:
                 last_seq, inbound_count, at = known
-            unread = max(0, inbound_count - conn.read_seen.get(conversation_id, 0))
+            unread = unread_count(conn, conversation_id, inbound_count)
             key = (last_seq, inbound_count, at, unread)
             if key not in frames:
                 frames[key] = encode(ConversationUpdate(

@@ -19,6 +19,7 @@ from server.audit import SYSTEM, Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.keys import KeyRing
+from server.notify import Notifier
 from server.passwords import PasswordHashing, check_policy
 from server.protocol import AccountSettings, CreateStaffRequest, SettingsUpdate, StaffMember
 from server.store import accounts as account_store
@@ -38,8 +39,9 @@ MAX_STAFF = 1000
 
 class Accounts:
     def __init__(self, db: Database, keyring: KeyRing, clock: Clock,
-                 hashing: PasswordHashing, default_region: str,
+                 hashing: PasswordHashing, notifier: Notifier, default_region: str,
                  reserved_numbers: frozenset[str] = frozenset()) -> None:
+        self._notifier = notifier
         self._reserved = reserved_numbers
         self._db = db
         self._keyring = keyring
@@ -110,8 +112,9 @@ class Accounts:
 
     async def deactivate_staff(self, account_id: str, staff_id: str, actor: Actor
                                ) -> tuple[StaffMember, list[str]]:
-        """Deactivate a member of this account and end their sessions, in one transaction.
-        Returns the member and the ended session ids (the caller closes their sockets).
+        """Deactivate a member of this account and end their sessions, in one transaction;
+        once it committed, their sockets close on every node. Returns the member and the
+        ended session ids.
 
         Raises:
             AppError: ``invalid_request`` for oneself (an admin cannot lock themselves
@@ -128,6 +131,8 @@ class Accounts:
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                action="staff.deactivated", object_type="staff",
                                object_id=staff_id, details={"ended_sessions": len(ended)})
+        for session_id in ended:
+            self._notifier.session_ended(session_id)
         return msgspec.structs.replace(_member(row), active=False), ended
 
     async def reset_password(self, email: str, password: str, actor: Actor = SYSTEM) -> None:
@@ -167,9 +172,11 @@ class Accounts:
 
     async def update_settings(self, account_id: str, change: SettingsUpdate, actor: Actor
                               ) -> AccountSettings:
-        """Apply an admin's change. ``sms_number`` may be sent only unchanged (a form
-        that sends every field); any other value changes nothing and raises
-        AppError(forbidden): the operator assigns it (:meth:`assign_sms_number`)."""
+        """Apply an admin's change; once it committed, every open console of the
+        account, on every node, follows (and with the portal off, patient sockets close).
+        ``sms_number`` may be sent only unchanged (a form that sends every field); any
+        other value changes nothing and raises AppError(forbidden): the operator assigns
+        it (:meth:`assign_sms_number`)."""
         values = {k: v for k, v in msgspec.structs.asdict(change).items()
                   if v is not msgspec.UNSET}
         requested_number = values.pop("sms_number", msgspec.UNSET)
@@ -190,7 +197,7 @@ class Accounts:
                     object_id=account_id, details={"fields": ",".join(sorted(values))})
             if values.get("portal_active") is False:
                 # Portal off ends patient access at once: every patient session of the
-                # account, in this transaction (the caller's hub closes their sockets).
+                # account, in this transaction (their sockets close once told below).
                 ended = await session_store.end_account_patient_sessions(
                     conn, account_id, self._clock.now())
                 if ended:
@@ -200,7 +207,10 @@ class Accounts:
                         object_id=account_id, details={"count": len(ended),
                                                        "reason": "portal_off"})
             row = await account_store.account(conn, account_id)
-        return _settings(row)
+        settings = _settings(row)
+        self._notifier.account_changed(account_id, settings.portal_active,
+                                       settings.clinic_name)
+        return settings
 
     async def checked_number(self, number: str, verify: NumberCheck | None = None) -> str:
         """``number`` in E.164 if a clinic may hold it as its own: a valid number, not

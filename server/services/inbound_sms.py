@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 
 from server import events, phones
 from server.clock import Clock, rfc3339
 from server.errors import AppError, invalid
+from server.notify import Notifier
 from server.protocol import MessageStatus, Sender
 from server.services.messaging import Messaging
 from server.services.opt_out import opt_out_event, set_opt_out
@@ -51,18 +51,14 @@ CALLBACK_STATUS = {
 
 class InboundSms:
     def __init__(self, *, db: Database, clock: Clock, messaging: Messaging, patients: Patients,
-                 default_region: str, publish: Callable[[events.AnyEvent], None],
-                 node_id: str, shared_number: str,
-                 wake_sms: Callable[[], None] = lambda: None) -> None:
-        self._wake_sms = wake_sms
+                 default_region: str, notifier: Notifier, shared_number: str) -> None:
+        self._notifier = notifier
         self._router = InboundRouter(db, shared_number, patients.phone_index)
         self._db = db
         self._clock = clock
         self._messaging = messaging
         self._patients = patients
         self._region = default_region
-        self._publish = publish
-        self._node = node_id
 
     async def receive(self, *, to: str, from_: str, body: str, sid: str) -> bool:
         """Store one inbound SMS and fan it out. False when it belongs to no account:
@@ -101,10 +97,11 @@ class InboundSms:
         result = await self._messaging.receive_sms(
             account_id, conversation_id, Sender("patient", patient_id, name), sid, body)
         if not result.duplicate:
-            self._publish(message_event(self._node, account_id, result))
+            node = self._notifier.node_id
+            self._notifier.publish(message_event(node, account_id, result))
             if result.opt_out is not None:  # STOP/START changed the patient's opt-out
-                self._publish(opt_out_event(self._node, result.opt_out))
-            self._wake_sms()  # a HELP reply may be waiting
+                self._notifier.publish(opt_out_event(node, result.opt_out))
+            self._notifier.wake_sms()  # a HELP reply may be waiting
             await self._opt_out_elsewhere(others, keywords.keyword(body))
         return True
 
@@ -122,7 +119,7 @@ class InboundSms:
                        for thread in threads]
         for change in changes:
             if change is not None:
-                self._publish(opt_out_event(self._node, change))
+                self._notifier.publish(opt_out_event(self._notifier.node_id, change))
 
     async def status(self, *, sid: str, provider_status: str, error_code: str | None
                      ) -> bool:
@@ -140,11 +137,12 @@ class InboundSms:
             # Notifications and help replies have no thread status.
             changed = row["kind"] == "message" and row["message_id"] is not None and \
                 await sms_store.advance_message_status(conn, row["message_id"], status)
+        node = self._notifier.node_id
         if opt_out is not None:
-            self._publish(opt_out_event(self._node, opt_out))
+            self._notifier.publish(opt_out_event(node, opt_out))
         if changed:
-            self._publish(events.StatusEvent(
-                self._node, row["account_id"], row["conversation_id"], row["message_id"],
+            self._notifier.publish(events.StatusEvent(
+                node, row["account_id"], row["conversation_id"], row["message_id"],
                 status, rfc3339(self._clock.now()),
                 error_code if status in (MessageStatus.FAILED, MessageStatus.UNDELIVERED)
                 else None))

@@ -27,7 +27,6 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
 
 import msgspec
@@ -37,10 +36,12 @@ from server.audit import Actor
 from server.clock import Clock
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.keys import KeyRing
+from server.notify import Notifier
 from server.patient_auth import PatientPrincipal, PatientSessions
 from server.services.sms_outbox import NEW_LINK, SmsOutbox
 from server.store import links as link_store
 from server.store import messages as message_store
+from server.store import patients as patient_store
 from server.store import sessions as session_store
 from server.store.db import Database
 
@@ -73,16 +74,13 @@ token_hash = crypto.token_digest  # what the store keeps of a link's token
 
 class SecureLinks:
     def __init__(self, *, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox,
-                 sessions: PatientSessions,
-                 on_locked: Callable[[str, str], None] | None = None,
-                 wake_sms: Callable[[], None] | None = None) -> None:
+                 sessions: PatientSessions, notifier: Notifier) -> None:
         self._db = db
         self._keyring = keyring
         self._clock = clock
         self._sms = sms
         self._sessions = sessions
-        self.on_locked = on_locked or (lambda account_id, conversation_id: None)
-        self.wake_sms = wake_sms or (lambda: None)
+        self._notifier = notifier
 
     async def state(self, token: str) -> tuple[LinkState, str]:
         """What a GET of the link may show, and the clinic's name; changes nothing."""
@@ -156,10 +154,10 @@ class SecureLinks:
                                        object_id=row["conversation_id"],
                                        details={"with_code": needs_code})
         if sent:
-            self.wake_sms()
+            self._notifier.wake_sms()
             return CodeSent()
         if locked:  # told after the commit: the lock is durable by then
-            self.on_locked(account_id, row["conversation_id"])
+            self._notifier.notice(account_id, row["conversation_id"], "link_locked")
             raise AppError(ErrorCode.LOCKED, "this link is now locked; ask your clinic")
         if failed:
             raise AppError(ErrorCode.INVALID_VERIFICATION,
@@ -212,10 +210,17 @@ class SecureLinks:
 
     async def revoke(self, account_id: str, conversation_id: str, actor: Actor
                      ) -> tuple[int, list[str]]:
-        """Revoke every link of the conversation and end its patient sessions; returns
-        (links revoked, ids of the sessions ended) so the caller can close their sockets."""
+        """Revoke every link of the conversation and end its patient sessions; once that
+        committed, their sockets close on every node. Returns (links revoked, ids of the
+        sessions ended).
+
+        Raises:
+            AppError: ``not_found`` (no such conversation in this account).
+        """
         now = self._clock.now()
         async with self._db.write() as conn:
+            if await patient_store.conversation(conn, account_id, conversation_id) is None:
+                raise not_found("conversation")
             count = await link_store.revoke_conversation_links(conn, account_id,
                                                                conversation_id, now)
             ended = await session_store.end_patient_sessions(conn, conversation_id, now)
@@ -223,13 +228,17 @@ class SecureLinks:
                                action="link.revoked", object_type="conversation",
                                object_id=conversation_id,
                                details={"count": count, "sessions": len(ended)})
+        for session_id in ended:
+            self._notifier.session_ended(session_id)
         return count, ended
 
     async def resend(self, account_id: str, conversation_id: str, staff_id: str,
                      actor: Actor) -> None:
         """Staff's "Send a new link": a fresh link by SMS now, whatever the notification
         window. It revokes the older unverified links (a locked one stays locked) and
-        gives the patient a fresh set of tries; audited (no PHI: ids only).
+        gives the patient a fresh set of tries; audited (no PHI: ids only). Once that
+        committed, the SMS worker is woken and every console of the account is told
+        (``link_resent``), so a lock banner elsewhere stops asking for a new link.
 
         Raises:
             AppError: ``not_found`` (no such conversation in this account),
@@ -274,4 +283,5 @@ class SecureLinks:
             await audit.append(conn, self._clock, stream=account_id, actor=actor,
                                action="link.resent", object_type="conversation",
                                object_id=conversation_id)
-        self.wake_sms()
+        self._notifier.wake_sms()
+        self._notifier.notice(account_id, conversation_id, "link_resent")

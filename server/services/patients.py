@@ -17,6 +17,7 @@ from server.audit import Actor
 from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid
 from server.keys import KeyRing
+from server.notify import Notifier
 from server.protocol import ConversationSummary, CreatePatientRequest, PatientSummary
 from server.store import patients as patient_store
 from server.store.db import Database
@@ -25,8 +26,10 @@ MAX_INBOX_PAGE = 200
 
 
 class Patients:
-    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, default_region: str):
+    def __init__(self, db: Database, keyring: KeyRing, clock: Clock, default_region: str,
+                 notifier: Notifier):
         self._db = db
+        self._notifier = notifier
         self._keyring = keyring
         self._clock = clock
         self._region = default_region
@@ -101,7 +104,8 @@ class Patients:
 
     async def inbox(self, account_id: str, reader_id: str, *, before: str | None = None,
                     limit: int = 50) -> list[ConversationSummary]:
-        """Newest-first conversations of the account, with the reader's unread counts."""
+        """Newest-first conversations of the account, with the reader's unread counts and
+        whether each patient's secure page is open (on any node)."""
         if not 1 <= limit <= MAX_INBOX_PAGE:
             raise invalid(f"limit: must be between 1 and {MAX_INBOX_PAGE}")
         before_at = _parse_time("before", before) if before else None
@@ -115,7 +119,8 @@ class Patients:
                 summaries.append(ConversationSummary(
                     id=row["id"], patient=patient_summary(row, name, phone),
                     last_activity_at=rfc3339(row["last_activity_at"]),
-                    last_seq=row["last_seq"], unread=row["unread"]))
+                    last_seq=row["last_seq"], unread=row["unread"],
+                    patient_online=self._notifier.patient_online(row["id"])))
         return summaries
 
     async def decrypt_identity(self, conn, account_id: str, patient_id: str,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from server import events
 from server.audit import Actor
 from server.metrics import Metrics
+from server.notify import Notifier
 from server.protocol import Sender, SendRequest
-from server.realtime.node import Node
 from server.services.messaging import Messaging, SendResult
-from server.services.sms_worker import OutboxWorker
 
 
 def message_event(node: str, account_id: str, result: SendResult) -> events.MessageEvent:
@@ -24,12 +23,10 @@ def message_event(node: str, account_id: str, result: SendResult) -> events.Mess
 
 
 class Sending:
-    def __init__(self, node: Node, messaging: Messaging, sms_worker: OutboxWorker,
-                 metrics: Metrics) -> None:
+    def __init__(self, notifier: Notifier, messaging: Messaging, metrics: Metrics) -> None:
         self._metrics = metrics
-        self._node = node
+        self._notifier = notifier
         self._messaging = messaging
-        self._sms_worker = sms_worker
 
     async def send(self, account_id: str, sender: Sender, conversation_id: str,
                    request: SendRequest, actor: Actor) -> SendResult:
@@ -39,21 +36,21 @@ class Sending:
         this returns."""
         result = await self._messaging.send(
             account_id, sender, conversation_id, request, actor,
-            patient_online=self._node.hub.patient_online(conversation_id),
+            patient_online=self._notifier.patient_online(conversation_id),
             on_stored=lambda stored: self._publish(account_id, stored))
         if not result.duplicate:
             self._metrics.messages_stored.labels(result.message.channel).inc()
             if result.sms_queued:
-                self._sms_worker.wake()  # an SMS or a notification is waiting
+                self._notifier.wake_sms()  # an SMS or a notification is waiting
         return result
 
     def _publish(self, account_id: str, stored: SendResult) -> None:
         """The message; then, when its status has a reason (``not_notified``:
         ``opted_out``), a ``status`` frame carrying it, as the message frame has none."""
-        self._node.publish(message_event(self._node.node_id, account_id, stored))
+        self._notifier.publish(message_event(self._notifier.node_id, account_id, stored))
         if stored.status_error is not None:
             message = stored.message
-            self._node.publish(events.StatusEvent(
-                self._node.node_id, account_id, message.conversation_id, message.id,
+            self._notifier.publish(events.StatusEvent(
+                self._notifier.node_id, account_id, message.conversation_id, message.id,
                 message.status, message.created_at, stored.status_error,
                 channel=message.channel))

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import re
-import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -28,26 +22,21 @@ from server.protocol import (
     SendRequest,
     SettingsUpdate,
 )
-from server.services.container import Services
+from server.runtime import Services
+from server.services.audit_records import AuditQuery
 from server.sms import segments
-from server.store import audit_log as audit_store
 from server.web import cookies
+from server.web.context import runtime
 from server.web.http import JSONResponse, decode_body, request_actor
 
 # Requests with this header are not the user's doing (background refresh) and do not
 # extend the idle limit (HIPAA automatic logoff counts user activity only).
 BACKGROUND_HEADER = "x-securechat-background"
-AUDIT_COLUMNS = ("seq", "ts", "actor_kind", "actor_id", "action", "object_type", "object_id",
-                 "outcome", "ip", "request_id", "details", "entry_hash")
-MAX_AUDIT_PAGE = 1000
-# An audit search is itself audited with its filters; the boxes take free text (a
-# patient's name typed in the wrong one), so only an action name or an id is accepted.
-ACTION_NAME = re.compile(r"[a-z]+(?:\.[a-z_]+)+")
 MAX_INT = 2**63 - 1
 
 
 def _services(request: Request) -> Services:
-    return request.app.state.services
+    return runtime(request).services
 
 
 async def staff_principal(request: Request, *, admin: bool = False) -> StaffPrincipal:
@@ -130,7 +119,6 @@ async def logout(request: Request) -> Response:
     services = _services(request)
     principal = await staff_principal(request)
     await services.auth.logout(principal, _actor(request, principal))
-    request.app.state.node.end_session(principal.session_id)
     response = Response(status_code=204)
     cookies.clear_staff(response, services.settings)
     return response
@@ -162,10 +150,7 @@ async def list_conversations(request: Request) -> Response:
         principal.account_id, principal.staff_id,
         before=_rfc3339_param("before", before) if before else None,
         limit=_int_param(request, "limit", 50))
-    hub = request.app.state.node.hub
-    return JSONResponse({"conversations": [
-        msgspec.structs.replace(c, patient_online=hub.patient_online(c.id))
-        for c in conversations]})
+    return JSONResponse({"conversations": conversations})
 
 
 async def create_patient(request: Request) -> Response:
@@ -189,7 +174,7 @@ async def conversation_messages(request: Request) -> Response:
         return JSONResponse(page)
     body = await decode_body(request, SendRequest)
     sender = Sender("staff", principal.staff_id, principal.name)
-    result = await request.app.state.sending.send(
+    result = await runtime(request).sending.send(
         principal.account_id, sender, conversation_id, body, _actor(request, principal))
     message = result.message
     ack = Ack(client_msg_id=message.client_msg_id, message_id=message.id, seq=message.seq)
@@ -212,12 +197,8 @@ async def account_settings(request: Request) -> Response:
     if request.method == "GET":
         return JSONResponse(await accounts.settings(principal.account_id))
     change = await decode_body(request, SettingsUpdate)
-    settings = await accounts.update_settings(principal.account_id, change,
-                                              _actor(request, principal))
-    # Every open console of the account, on every node, follows at once.
-    request.app.state.node.account_changed(principal.account_id, settings.portal_active,
-                                          settings.clinic_name)
-    return JSONResponse(settings)
+    return JSONResponse(await accounts.update_settings(principal.account_id, change,
+                                                       _actor(request, principal)))
 
 
 async def staff_members(request: Request) -> Response:
@@ -238,73 +219,26 @@ async def deactivate_staff(request: Request) -> Response:
     member, ended = await _services(request).accounts.deactivate_staff(
         principal.account_id, _path_id(request, "staff_id", "staff member"),
         _actor(request, principal))
-    for session_id in ended:
-        request.app.state.node.end_session(session_id)
     return JSONResponse({"staff": member, "ended_sessions": len(ended)})
 
 
 async def audit_entries(request: Request) -> Response:
     """The account's audit log, newest first; ``format=csv`` exports every match."""
     principal = await staff_principal(request, admin=True)
-    services = _services(request)
     filters = {name: _text_param(request, name)
                for name in ("action", "actor_id", "patient_id", "since", "until")}
     for bound in ("since", "until"):
         if filters[bound] is not None:
             filters[bound] = _rfc3339_param(bound, filters[bound])
-    if filters["action"] is not None and not ACTION_NAME.fullmatch(filters["action"]):
-        raise invalid("action: not an action name such as auth.login")
-    for name, what in (("actor_id", "a staff member's id"), ("patient_id", "a patient's id")):
-        if filters[name] is not None:
-            try:
-                uuid.UUID(filters[name])
-            except ValueError:
-                raise invalid(f"{name}: not {what}") from None
-    limit = _int_param(request, "limit", 100)
-    if not 1 <= limit <= MAX_AUDIT_PAGE:
-        raise invalid(f"limit: must be between 1 and {MAX_AUDIT_PAGE}")
-    export = request.query_params.get("format") == "csv"
-    async with services.db.write() as conn:
-        await audit.append(conn, services.clock, stream=principal.account_id,
-                           actor=_actor(request, principal),
-                           action="audit.exported" if export else "audit.read",
-                           details={k: v for k, v in filters.items() if v})
-    if export:
+    query = AuditQuery(**filters, limit=_int_param(request, "limit", 100))
+    records = _services(request).audit_records
+    if request.query_params.get("format") == "csv":
+        rows = await records.export(principal.account_id, _actor(request, principal), query)
         return StreamingResponse(
-            _csv_rows(services, principal.account_id, filters), media_type="text/csv",
+            rows, media_type="text/csv",
             headers={"content-disposition": 'attachment; filename="audit.csv"'})
-    async with services.db.read() as conn:
-        rows = await audit_store.search(conn, principal.account_id, **filters,
-                                        before_seq=_int_param(request, "before_seq", None),
-                                        limit=limit + 1)
-    entries = [{column: row[column] for column in AUDIT_COLUMNS} for row in rows[:limit]]
-    return JSONResponse({"entries": entries, "has_more": len(rows) > limit})
-
-
-async def _csv_rows(services: Services, account_id: str, filters: dict) -> AsyncIterator[str]:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(AUDIT_COLUMNS)
-    before = None
-    while True:
-        async with services.db.read() as conn:
-            rows = await audit_store.search(conn, account_id, **filters, before_seq=before,
-                                            limit=MAX_AUDIT_PAGE)
-        for row in rows:
-            # A leading = + - @ would make a spreadsheet run the cell as a formula.
-            writer.writerow([_csv_safe(row[column]) for column in AUDIT_COLUMNS])
-        yield out.getvalue()
-        out.seek(0)
-        out.truncate()
-        if len(rows) < MAX_AUDIT_PAGE:
-            return
-        before = rows[-1]["seq"]
-
-
-def _csv_safe(value: object) -> object:
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
-        return "'" + value
-    return value
+    return JSONResponse(await records.page(principal.account_id, _actor(request, principal),
+                                           query, _int_param(request, "before_seq", None)))
 
 
 routes = [

@@ -24,6 +24,7 @@ from server.errors import invalid
 from server.phones import readable
 from server.services import handsets
 from server.services.handsets import Handset, Thread
+from server.web.context import runtime
 
 _URL = re.compile(r"https?://[^\s<>\"']+")
 # A time is shown above a bubble when this long has passed since the one before (and
@@ -98,13 +99,13 @@ def _handset(handset: Handset) -> str:
 
 
 async def phone_page(request: Request) -> Response:
-    state = request.app.state
-    phones = await handsets.read(state.sms_provider, state.services.messaging,
-                                 state.services.patients)
+    node = runtime(request)
+    phones = await handsets.read(node.sms_provider, node.services.messaging,
+                                 node.services.patients)
     body = "".join(_handset(phone) for phone in phones) or (
         '<p class="empty">No texts yet. Send an SMS or a Secure Chat message from the '
         "console, then refresh.</p>")
-    now = rfc3339(state.services.clock.now())
+    now = rfc3339(node.services.clock.now())
     return HTMLResponse(_PAGE.format(now=now, phones=body))
 
 
@@ -113,7 +114,7 @@ async def phone_reply(request: Request) -> Response:
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     if not values.get("from") or not values.get("to") or not values.get("body"):
         raise invalid("from, to and body are required")
-    await request.app.state.sms_inbound.receive(
+    await runtime(request).sms_inbound.receive(
         to=values["to"], from_=values["from"], body=values["body"][:1600],
         sid="SM" + secrets.token_hex(16))
     return RedirectResponse(f"/dev/phone#{_anchor(values['from'])}", status_code=303)

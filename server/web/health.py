@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.errors import ErrorCode
+from server.web.context import runtime
 from server.web.http import JSONResponse, error_body
 
 log = logging.getLogger("securechat.health")
@@ -25,8 +26,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """200 when every dependency answers, else 503 naming the ones that did not."""
-    services = request.app.state.services
-    checks = {"store": services.db.ping, "broker": request.app.state.node.broker.ping}
+    node = runtime(request)
+    services = node.services
+    checks = {"store": services.db.ping, "broker": node.broker.ping}
     results = {}
     for name, check in checks.items():
         try:
@@ -47,7 +49,7 @@ def metrics_refusal(request: Request) -> Response | None:
     token (compared in constant time); without it, only a loopback client of
     ``securechat demo`` (the operator's own machine), and nobody under ``serve``, where a
     proxy on the same host would make every client look local. None when allowed."""
-    settings = request.app.state.services.settings
+    settings = runtime(request).services.settings
     if settings.metrics_token is not None:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {settings.metrics_token}"
@@ -70,10 +72,11 @@ async def metrics(request: Request) -> Response:
     refused = metrics_refusal(request)
     if refused is not None:
         return refused
-    registry = request.app.state.services.metrics
+    node = runtime(request)
+    registry = node.services.metrics
     try:
         registry.sms_outbox_pending.set(await asyncio.wait_for(
-            request.app.state.sms_worker.pending(), CHECK_TIMEOUT_SECONDS))
+            node.sms_worker.pending(), CHECK_TIMEOUT_SECONDS))
     except Exception as exc:  # the scrape still answers; the gauge keeps its last value
         log.warning("outbox depth not read", extra={"reason": type(exc).__name__})
     return Response(registry.render(), media_type="text/plain; version=0.0.4")

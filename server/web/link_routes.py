@@ -1,6 +1,6 @@
 """Staff's routes for a conversation's secure links: revoke them all, or send the patient
-a new one. Thin: they authenticate and call :class:`server.services.links.SecureLinks`;
-the hub tells every console (and closes ended patient sockets) on every node."""
+a new one. Thin: they authenticate and call :class:`server.services.links.SecureLinks`,
+which tells every console (and closes ended patient sockets) on every node."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.auth import StaffPrincipal
-from server.errors import AppError, ErrorCode, not_found
+from server.errors import not_found
 from server.web.api import staff_principal
+from server.web.context import runtime
 from server.web.http import JSONResponse, request_actor
 
 
@@ -30,14 +31,8 @@ async def revoke_links(request: Request) -> Response:
     """Revoke the conversation's secure links and end its patient sessions at once (their
     sockets close on every node)."""
     principal = await staff_principal(request)
-    conversation_id = _conversation_id(request)
-    state = request.app.state
-    if await state.services.streams.summary(principal.account_id, conversation_id) is None:
-        raise AppError(ErrorCode.NOT_FOUND, "no such conversation")
-    revoked, ended = await state.links.revoke(principal.account_id, conversation_id,
-                                              _actor(request, principal))
-    for session_id in ended:
-        state.node.end_session(session_id)
+    revoked, ended = await runtime(request).links.revoke(
+        principal.account_id, _conversation_id(request), _actor(request, principal))
     return JSONResponse({"revoked_links": revoked, "ended_sessions": len(ended)})
 
 
@@ -46,11 +41,8 @@ async def resend_link(request: Request) -> Response:
     whatever the notification window; every console of the account is told
     (``link_resent`` notice), so a lock banner elsewhere does not keep asking for it."""
     principal = await staff_principal(request)
-    conversation_id = _conversation_id(request)
-    state = request.app.state
-    await state.links.resend(principal.account_id, conversation_id, principal.staff_id,
-                             _actor(request, principal))
-    state.node.notice(principal.account_id, conversation_id, "link_resent")
+    await runtime(request).links.resend(principal.account_id, _conversation_id(request),
+                                        principal.staff_id, _actor(request, principal))
     return JSONResponse({"status": "queued"}, status_code=202)
 
 

@@ -18,6 +18,7 @@ from server.patient_auth import PortalOff
 from server.protocol import VerifyRequest
 from server.services.links import CodeSent, LinkState
 from server.web import cookies, pages
+from server.web.context import runtime
 from server.web.http import decode_body, request_actor
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -26,7 +27,7 @@ _CODE = re.compile(r"^\d{6}$")
 
 async def link_page(request: Request) -> Response:
     token = request.path_params["token"]
-    state, clinic = await request.app.state.links.state(token)
+    state, clinic = await runtime(request).links.state(token)
     if state is not LinkState.VALID:
         return _state_page(state, clinic)
     return HTMLResponse(pages.verify_page(token, clinic))
@@ -48,7 +49,7 @@ async def verify(request: Request) -> Response:
         dob = str(form.get("date_of_birth") or "").strip()
         # "Text me a new code" sends the date alone: a code is asked for again.
         code = None if form.get("resend") else str(form.get("code") or "").strip() or None
-    links = request.app.state.links
+    links = runtime(request).links
     if not is_json and not (_DATE.match(dob) and (code is None or _CODE.match(code))):
         # A malformed entry is not a wrong answer: it counts no failure.
         state, clinic = await links.state(token)
@@ -75,7 +76,7 @@ async def verify(request: Request) -> Response:
                                               date_of_birth=dob))
     session_token, _ = result
     response = Response(status_code=204) if is_json else RedirectResponse("/s/chat", 303)
-    cookies.set_patient(response, request.app.state.services.settings, session_token)
+    cookies.set_patient(response, runtime(request).services.settings, session_token)
     return response
 
 
@@ -112,7 +113,7 @@ def _sentence(message: str) -> str:
 
 
 async def chat(request: Request) -> Response:
-    services = request.app.state.services
+    services = runtime(request).services
     token = request.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
         await services.patient_sessions.authenticate(token)
@@ -124,7 +125,7 @@ async def chat(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    services = request.app.state.services
+    services = runtime(request).services
     token = request.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
         principal = await services.patient_sessions.authenticate(token, activity=False)
@@ -132,7 +133,6 @@ async def logout(request: Request) -> Response:
         principal = None
     if principal is not None:
         await services.patient_sessions.end(principal)
-        request.app.state.node.end_session(principal.session_id)
     response = RedirectResponse("/s/ended", status_code=303)
     cookies.clear_patient(response, services.settings)
     # Ask the browser to forget this origin's cache and storage too.

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from server.errors import AppError, ErrorCode, invalid
+from server.web.context import runtime
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
@@ -21,13 +22,14 @@ async def _signed_form(request: Request) -> dict[str, str]:
     # Its size is bounded by the edge (EdgeMiddleware refuses bodies over 64 KiB).
     form = await request.form(max_files=0, max_fields=200)
     pairs = [(key, value) for key, value in form.multi_items() if isinstance(value, str)]
-    state = request.app.state
-    url = state.services.settings.public_url.rstrip("/") + request.url.path
+    node = runtime(request)
+    url = node.services.settings.public_url.rstrip("/") + request.url.path
     if request.url.query:
         url += "?" + request.url.query
     # Over every pair received, repeats included: Twilio signs them all.
-    if not state.twilio_signatures.valid(url, pairs,
-                                         request.headers.get("x-twilio-signature")):
+    signatures = node.twilio_signatures
+    assert signatures is not None  # these routes exist only with Twilio
+    if not signatures.valid(url, pairs, request.headers.get("x-twilio-signature")):
         raise AppError(ErrorCode.FORBIDDEN, "bad or missing Twilio signature")
     return dict(pairs)
 
@@ -43,7 +45,7 @@ def _field(params: dict[str, str], name: str) -> str:
 
 async def twilio_inbound(request: Request) -> Response:
     params = await _signed_form(request)
-    await request.app.state.sms_inbound.receive(
+    await runtime(request).sms_inbound.receive(
         to=_field(params, "To"), from_=_field(params, "From"), body=params.get("Body", ""),
         sid=_field(params, "MessageSid"))
     return Response(EMPTY_TWIML, media_type="text/xml")
@@ -51,7 +53,7 @@ async def twilio_inbound(request: Request) -> Response:
 
 async def twilio_status(request: Request) -> Response:
     params = await _signed_form(request)
-    await request.app.state.sms_inbound.status(
+    await runtime(request).sms_inbound.status(
         sid=_field(params, "MessageSid"), provider_status=_field(params, "MessageStatus"),
         error_code=params.get("ErrorCode") or None)
     return Response(status_code=204)

@@ -22,15 +22,16 @@ from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from server.address_limits import AddressLimit
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
 from server.patient_auth import PatientPrincipal
 from server.protocol import AccountInfo, CloseCode, Ready, User, encode
 from server.realtime.connection import Connection
 from server.realtime.limits import TokenBucket
+from server.realtime.node import Node
 from server.realtime.outbox import Outbox
 from server.web import cookies
+from server.web.context import runtime
 from server.web.http import error_response, host_allowed, host_refused, security_headers
 
 log = logging.getLogger("securechat.ws")
@@ -43,8 +44,8 @@ CLOSE_TIMEOUT = 10.0
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
-    app = websocket.app
-    services, node, frames = app.state.services, app.state.node, app.state.frames
+    running = runtime(websocket)
+    services, node, frames = running.services, running.node, running.frames
     settings = services.settings
     if not host_allowed(dict(websocket.scope["headers"]), settings.hosts):
         await _deny(websocket, host_refused(), settings.secure_cookies)
@@ -55,7 +56,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await websocket.close(code=CloseCode.FORBIDDEN)
         return
     ip = websocket.client.host if websocket.client else None
-    addresses: AddressLimit = app.state.ws_addresses
+    addresses = running.ws_addresses
     if not addresses.acquire(ip or ""):
         await _deny(websocket, error_response(AppError(
             ErrorCode.RATE_LIMITED, "too many connections from this address")),
@@ -102,7 +103,7 @@ async def _authenticate(websocket: WebSocket
                         ) -> tuple[StaffPrincipal, AccountInfo] | PatientPrincipal | None:
     """The socket's principal (for staff, with the account's state for ``ready``, read in
     the same query), or None. Not user activity: it does not extend the session."""
-    services = websocket.app.state.services
+    services = runtime(websocket).services
     staff_token = websocket.cookies.get(cookies.staff_cookie_name(services.settings))
     patient_token = websocket.cookies.get(cookies.patient_cookie_name(services.settings))
     try:
@@ -160,7 +161,7 @@ async def _read(websocket: WebSocket, conn: Connection, frames, ip: str | None) 
         conn.outbox.close()
 
 
-async def _write(websocket: WebSocket, conn: Connection, node) -> None:
+async def _write(websocket: WebSocket, conn: Connection, node: Node) -> None:
     """Drain the outbox until it closes; then flush what is still queued (nothing, after
     an overflow) and close the socket, taking at most ``CLOSE_TIMEOUT`` for that."""
     try:
@@ -175,7 +176,7 @@ async def _write(websocket: WebSocket, conn: Connection, node) -> None:
         pass
 
 
-async def _write_some(websocket: WebSocket, conn: Connection, node) -> bool:
+async def _write_some(websocket: WebSocket, conn: Connection, node: Node) -> bool:
     """Write what is queued (waiting for some); False once there is nothing more."""
     items = await conn.outbox.take()
     if not items:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from loadtest.nodes import ORIGIN
 from loadtest.seed import seed
-from server.services.container import build_services
+from server.notify import Offline
+from server.runtime import build_services
 from server.settings import from_env
 
 ACCOUNTS = 20
@@ -42,7 +43,7 @@ async def seed_world(database_url: str, master_key: bytes) -> World:
     verified patient session; through the services, as ``loadtest/seed.py`` does."""
     settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
                         public_url=ORIGIN)
-    services = build_services(settings, master_key)
+    services = build_services(settings, master_key, notifier=Offline())
     try:
         data = await seed(services, accounts=ACCOUNTS, staff_per_account=1,
                           patients_per_account=CONVERSATIONS_PER_ACCOUNT,

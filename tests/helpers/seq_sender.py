@@ -15,8 +15,9 @@ import sys
 
 from server.audit import Actor
 from server.crypto import load_master_key
+from server.notify import Offline
 from server.protocol import Sender, SendRequest
-from server.services.container import build_services
+from server.runtime import build_services
 from server.settings import from_env
 
 
@@ -24,7 +25,7 @@ async def main(account_id: str, conversation_id: str, staff_id: str, prefix: str
                count: int, in_flight: int) -> None:
     settings = from_env()
     master = load_master_key(settings.master_key, settings.master_key_file, create=False)
-    services = build_services(settings, master)
+    services = build_services(settings, master, notifier=Offline())
     sender, actor = Sender("staff", staff_id, "Sender"), Actor("staff", staff_id)
     todo = iter(range(count))
     stored = duplicates = 0

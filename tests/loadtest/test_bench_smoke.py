@@ -20,7 +20,8 @@ import pytest
 
 from loadtest.nodes import ORIGIN, REPO, ServeProcess, node_env
 from loadtest.seed import seed, write_private_json
-from server.services.container import build_services
+from server.notify import Offline
+from server.runtime import build_services
 from server.settings import from_env
 from server.store import migrate
 
@@ -77,7 +78,7 @@ async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes
     url = f"sqlite:///{tmp_path / 'locust.db'}"
     await asyncio.to_thread(migrate.upgrade, url)
     services = build_services(from_env({}, database_url=url, allowed_origins=[ORIGIN],
-                                       public_url=ORIGIN), master_key)
+                                       public_url=ORIGIN), master_key, notifier=Offline())
     try:
         data = await seed(services, accounts=1, staff_per_account=2, patients_per_account=2)
     finally:

@@ -14,7 +14,8 @@ import pytest
 import websockets
 from sqlalchemy import select
 
-from server.services.container import build_services
+from server.notify import Offline
+from server.runtime import build_services
 from server.settings import from_env
 from server.store.tables import sms_outbox
 from tests.conftest import ORIGIN
@@ -83,7 +84,7 @@ async def stored(database_url: str, master_key: bytes, account_id: str,
                  conversation_id: str) -> tuple[list[str], list[str]]:
     """The conversation's stored client_msg_ids in seq order, and its SMS rows' states."""
     services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key)
+                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
     try:
         ids: list[str] = []
         while page := await services.streams.replay(account_id, conversation_id,

@@ -8,7 +8,7 @@ import asyncio
 
 from server.audit import SYSTEM
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.services.sms_worker import OutboxWorker
 from server.sms.base import Sent, SmsProvider
 from tests.sms.support import outbox_of, sms_clinic

@@ -19,6 +19,7 @@ from server.clock import FakeClock
 from server.services.sms_outbox import outbox_context
 from server.settings import Settings, from_env
 from server.store.tables import accounts, secure_links, sessions, sms_outbox
+from server.web.context import app_runtime
 from tests.conftest import ORIGIN, Clinic, RunningServer
 from tests.serving import listening_socket, serve_app
 
@@ -31,20 +32,20 @@ TOKEN = r"[A-Za-z0-9_-]{43}"
 
 
 class Node(RunningServer):
-    """A running app with ``app.state`` (links, real-time node, SMS provider) at hand."""
+    """A running app with its runtime (links, real-time node, SMS provider) at hand."""
 
     def __init__(self, url: str, app: Starlette, port: int) -> None:
-        super().__init__(url, app.state.services)
+        super().__init__(url, app_runtime(app).services)
         self.app = app
         self.port = port
 
     @property
     def links(self) -> Any:
-        return self.app.state.links
+        return app_runtime(self.app).links
 
     @property
     def realtime(self) -> Any:
-        return self.app.state.node
+        return app_runtime(self.app).node
 
 
 def node_settings(database_url: str, port: int, **overrides: Any) -> Settings:
@@ -141,7 +142,7 @@ def error_code(response: httpx.Response) -> str:
 async def notification_link(node: Node, clinic: Clinic) -> tuple[str, str]:
     """The newest "you have a secure message" SMS the simulator holds for the clinic:
     (its body, the link's token)."""
-    inbox = await node.app.state.sms_provider.inbox()
+    inbox = await app_runtime(node.app).sms_provider.inbox()
     mine = [sms for sms in inbox if sms["account_id"] == clinic.account_id]
     assert mine, "no SMS reached the simulator"
     body = mine[0]["body"]

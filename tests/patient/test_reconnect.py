@@ -13,7 +13,7 @@ from playwright.async_api import expect
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import Clinic
 from tests.patient.support import DOB, Node, new_link, run_node
 from tests.realtime.wsclient import connect, staff_cookie

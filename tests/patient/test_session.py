@@ -11,7 +11,7 @@ import pytest
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, Clinic, make_clinic
 from tests.patient.support import DOB, WRONG_DOB, Node, new_link, run_node, verify
 from tests.realtime.wsclient import connect

@@ -18,6 +18,7 @@ from server.app import create_app
 from server.brokers.base import Broker
 from server.clock import Clock
 from server.settings import Settings
+from server.web.context import app_runtime
 from tests.conftest import ORIGIN, PASSWORD, RunningServer
 from tests.serving import serve_app
 
@@ -26,14 +27,14 @@ class Node(RunningServer):
     """A running in-process node: its URL, services and real-time node."""
 
     def __init__(self, url: str, app: Any, uv: uvicorn.Server, task: asyncio.Task) -> None:
-        super().__init__(url, app.state.services)
+        super().__init__(url, app_runtime(app).services)
         self.app = app
         self._uv = uv
         self._task = task
 
     @property
     def realtime(self):
-        return self.app.state.node
+        return app_runtime(self.app).node
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Graceful shutdown, as on SIGTERM: sockets are closed with 1012 (idempotent)."""

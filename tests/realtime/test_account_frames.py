@@ -12,7 +12,7 @@ import pytest
 from server.brokers.base import Broker
 from server.brokers.memory import MemoryBroker, MemoryBus
 from server.clock import FakeClock
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
 from tests.realtime.cluster_nodes import Node
 from tests.realtime.test_cluster import two_nodes

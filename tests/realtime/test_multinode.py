@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from server.services.container import build_services
+from server.notify import Offline
+from server.runtime import build_services
 from server.settings import from_env
 from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic
 from tests.realtime.cluster_client import Peer, check_consistent, check_stream
@@ -39,7 +40,7 @@ class Seeded:
 async def seed(database_url: str, master_key: bytes) -> Seeded:
     """A clinic made through the services on the nodes' database, and a patient session."""
     services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key)
+                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
     try:
         clinic = await make_clinic(services)
         return Seeded(clinic, await patient_cookie(services, clinic))

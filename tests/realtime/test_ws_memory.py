@@ -13,6 +13,7 @@ from server.app import create_app
 from server.clock import FakeClock
 from server.settings import Settings
 from server.web import ws
+from server.web.context import app_runtime
 from tests.conftest import RunningServer
 from tests.realtime.wsclient import connect, patient_cookie, staff_cookie
 from tests.serving import Served, serve_app
@@ -23,7 +24,7 @@ async def direct(settings: Settings, master_key: bytes, clock: FakeClock
                  ) -> AsyncIterator[tuple[RunningServer, Served]]:
     app = ws.Direct(create_app(settings, master_key, clock=clock))
     async with serve_app(app) as served:
-        yield RunningServer(served.url, app.state.services), served
+        yield RunningServer(served.url, app_runtime(app).services), served
 
 
 def _socket_protocols(served: Served) -> list:

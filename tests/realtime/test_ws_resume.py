@@ -12,7 +12,7 @@ import pytest
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.settings import Settings, from_env
 from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, serve, staff_cookie

@@ -13,7 +13,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from server.audit import SYSTEM
-from server.services.container import Services
+from server.runtime import Services
+from server.web.context import app_runtime
 from tests.conftest import ORIGIN, Clinic, RunningServer
 
 Frame = dict[str, Any]
@@ -116,6 +117,6 @@ async def serve(settings: Any, master_key: bytes, clock: Any, *,
     sock = listening_socket(send_buffer=send_buffer)
     try:
         async with serve_app(app, sock=sock) as served:
-            yield RunningServer(served.url, app.state.services), served.uvicorn
+            yield RunningServer(served.url, app_runtime(app).services), served.uvicorn
     finally:
         sock.close()

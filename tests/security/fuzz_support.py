@@ -26,7 +26,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from server.clock import SystemClock
-from server.services.container import Services, build_services
+from server.notify import Offline
+from server.runtime import Services, build_services
 from server.settings import from_env
 from tests.conftest import (
     IN_CI,
@@ -186,7 +187,7 @@ async def _seed(database_url: str, master_key: bytes
     """Two clinics made through the services (as every test makes them), a patient
     session in the first one's conversation, and a link for the second one's patient."""
     settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN])
-    services = build_services(settings, master_key, SystemClock())
+    services = build_services(settings, master_key, SystemClock(), notifier=Offline())
     phone = new_phone()
     clinic = await make_clinic(services, phone=phone)
     other = await make_clinic(services, phone=new_phone())

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from server.services.container import Services
+from server.runtime import Services
 from server.store import tables
 
 # Everything an account owns, except the append-only audit log (refusals are audited)

@@ -11,6 +11,7 @@ import websockets
 from loadtest.nodes import poll
 from server.address_limits import AddressLimit
 from server.clock import FakeClock
+from server.web.context import app_runtime
 from tests.conftest import make_clinic
 from tests.patient.support import run_node
 from tests.realtime.wsclient import connect, staff_cookie
@@ -44,7 +45,7 @@ async def test_sockets_over_the_cap_are_refused_until_one_closes(
                         ws_max_per_address=CAP) as node:
         cookie = await staff_cookie(node, (await make_clinic(node.services)).staff_email)
         def count() -> int:  # the server's own count (it tells nobody when it changes)
-            return node.app.state.ws_addresses.open(ADDRESS)
+            return app_runtime(node.app).ws_addresses.open(ADDRESS)
 
         async def below(n: int) -> bool:
             return count() < n

@@ -19,7 +19,8 @@ from sqlalchemy import insert, update
 
 from server.audit import AuditEntry
 from server.clock import FakeClock
-from server.services.container import Services, build_services
+from server.notify import Offline
+from server.runtime import Services, build_services
 from server.settings import from_env
 from server.store import migrate
 from server.store.tables import audit_heads, audit_log
@@ -34,7 +35,7 @@ async def private(tmp_path: Path, master_key: bytes, clock: FakeClock
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     await asyncio.to_thread(migrate.upgrade, url)
     services = build_services(from_env({}, database_url=url, password_hash_concurrency=2),
-                              master_key, clock)
+                              master_key, clock, notifier=Offline())
     yield services, url
     await services.db.close()
 

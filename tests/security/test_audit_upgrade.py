@@ -22,7 +22,7 @@ from server.audit import SYSTEM_STREAM, AuditEntry, entry_hash, legacy_entry_has
 from server.audit_upgrade import ANCHOR_ACTION, MARKER_ACTION, anchor_legacy
 from server.clock import FakeClock
 from server.crypto import MasterKey
-from server.services.container import Services
+from server.runtime import Services
 from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store.tables import audit_heads, audit_log

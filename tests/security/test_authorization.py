@@ -30,7 +30,7 @@ from server.protocol import (
     Typing,
     Unsubscribe,
 )
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, PASSWORD, Clinic, RunningServer, make_clinic
 from tests.patient.support import new_link
 from tests.realtime.wsclient import connect, staff_cookie

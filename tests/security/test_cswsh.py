@@ -7,7 +7,7 @@ from __future__ import annotations
 import websockets
 
 from server.audit import SYSTEM
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import ORIGIN, Clinic, RunningServer
 from tests.realtime.wsclient import connect, staff_cookie
 from tests.security.state import sqlite_only

@@ -15,7 +15,7 @@ import pytest
 from server import logs
 from server.audit import Actor
 from server.errors import AppError
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import make_clinic
 
 TYPED = "typed-at-sign-in-7741@canary.test"

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from server.audit import SYSTEM
 from server.clock import FakeClock
-from server.services.container import Services
+from server.runtime import Services
 from server.services.inbound_sms import CUT_MARK, MAX_BODY
 from server.settings import Settings
 from server.store import accounts as account_store

@@ -21,7 +21,7 @@ from server import crypto
 from server.audit import Actor
 from server.errors import ErrorCode
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.store.tables import messages
 from tests.conftest import Clinic
 from tests.test_encryption_at_rest import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from server.errors import AppError, ErrorCode
-from server.services.container import Services
+from server.runtime import Services
 from server.store import accounts as account_store
 from tests.conftest import ORIGIN, PASSWORD, Clinic, RunningServer
 from tests.test_cli import clean_env, run_cli

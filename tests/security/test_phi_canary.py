@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 from loadtest.nodes import private_postgres
-from server.services.container import build_services
+from server.notify import Offline
+from server.runtime import build_services
 from server.settings import from_env
 from tests.conftest import ORIGIN, PASSWORD, PG_ADMIN_URL, PrivateRedis
 from tests.ops.support import METRICS_TOKEN
@@ -87,7 +88,7 @@ async def seed(database_url: str, master_key: bytes) -> tuple[str, str, str]:
     (admin email, staff email, the clinic's number)."""
     clinic_number = new_phone()
     services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key)
+                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
     try:
         account_id, _ = await services.accounts.ensure_account(
             "Canary Clinic", portal_active=True, sms_number=clinic_number)

@@ -1,5 +1,5 @@
 """The SMS bridge's fixtures: a fake Twilio per test, settings that point the node at it,
-and a node of our own (``app.state`` at hand)."""
+and a node of our own (its runtime at hand)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.clock import FakeClock
-from server.services.container import Services
+from server.runtime import Services
 from server.settings import Settings
 from tests.sms.support import FakeTwilio, Node, SmsClinic, run_node, sms_clinic, twilio_settings
 

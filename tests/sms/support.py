@@ -1,5 +1,5 @@
 """Test doubles and helpers for the SMS bridge: a fake Twilio Messages API on a real port,
-a node of our own under real uvicorn (with ``app.state`` at hand), signed webhooks, and
+a node of our own under real uvicorn (with its runtime at hand), signed webhooks, and
 clinics with numbers of their own.
 
 Every test's database is shared with the rest of the session, and a node's outbox worker
@@ -31,11 +31,12 @@ from server.app import create_app
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.services.sms_worker import OutboxWorker
 from server.settings import Settings
 from server.sms.twilio import TwilioProvider
 from server.store.tables import messages, patients, sms_outbox
+from server.web.context import app_runtime
 from tests.conftest import Clinic, RunningServer, make_clinic
 from tests.serving import serve_app
 
@@ -64,10 +65,10 @@ async def serve(app: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
 
 
 class Node(RunningServer):
-    """A running app whose ``app.state`` (worker, provider, inbound) tests may reach."""
+    """A running app whose runtime (worker, provider, inbound) tests may reach."""
 
     def __init__(self, url: str, app: Starlette) -> None:
-        super().__init__(url, app.state.services)
+        super().__init__(url, app_runtime(app).services)
         self.app = app
 
 
@@ -76,7 +77,7 @@ async def run_node(settings: Settings, master_key: bytes, clock: FakeClock
                    ) -> AsyncIterator[Node]:
     app = create_app(settings, master_key, clock=clock)
     async with serve(app) as url:
-        assert hasattr(app.state, "services"), "the app failed to start"
+        assert hasattr(app.state, "runtime"), "the app failed to start"
         yield Node(url, app)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from server.clock import FakeClock
 from server.settings import Settings, from_env
+from server.web.context import app_runtime
 from tests.conftest import ORIGIN
 from tests.sms.support import (
     INBOUND_PATH,
@@ -87,7 +88,7 @@ async def test_secure_message_never_reaches_the_simulator(node: Node, sms: SmsCl
         message = await sent_ok(client, sms.conversation_id, f"Result {canary} attached",
                                 "s1", secure=True)
         await ws.wait_type("status", message_id=message["id"], status="notified")
-    inbox = await node.app.state.sms_provider.inbox()
+    inbox = await app_runtime(node.app).sms_provider.inbox()
     assert not [sms_ for sms_ in inbox if canary in sms_["body"]]
     [notification] = [sms_ for sms_ in inbox if sms_["to"] == sms.phone]
     match = re.fullmatch(rf"{re.escape(sms.clinic_name)}: you have a new secure message\. "

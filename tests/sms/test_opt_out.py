@@ -5,7 +5,7 @@ from __future__ import annotations
 from server import events
 from server.audit import Actor
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from tests.sms.support import (
     OPTED_OUT,
     FakeTwilio,

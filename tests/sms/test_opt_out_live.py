@@ -12,7 +12,8 @@ from server.audit import Actor
 from server.brokers.redis import RedisBroker
 from server.clock import FakeClock, rfc3339
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
+from server.web.context import app_runtime
 from tests.realtime.test_cluster import two_nodes
 from tests.realtime.wsclient import connect, staff_cookie
 from tests.sms.support import (
@@ -141,11 +142,11 @@ async def test_stop_reaches_staff_on_the_other_node(
             for ws in (on_a, on_b):
                 await ws.wait_type("ready")
             # Both nodes cache the summary (opted in) first.
-            await a.app.state.sms_inbound.receive(to=sms.number, from_=sms.phone,
+            await app_runtime(a.app).sms_inbound.receive(to=sms.number, from_=sms.phone,
                                                   body="Hi", sid=message_sid())
             for ws in (on_a, on_b):
                 await ws.wait_for(inbox_frame(conversation, False))
-            await a.app.state.sms_inbound.receive(to=sms.number, from_=sms.phone,
+            await app_runtime(a.app).sms_inbound.receive(to=sms.number, from_=sms.phone,
                                                   body="stop", sid=message_sid())
             for ws in (on_a, on_b):
                 await ws.wait_for(inbox_frame(conversation, True))

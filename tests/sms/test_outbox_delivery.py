@@ -11,9 +11,10 @@ from server import events
 from server.audit import Actor
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.services.sms_worker import OutboxWorker
 from server.sms.base import Sent, SmsProvider
+from server.web.context import app_runtime
 from tests.sms.support import (
     HANG,
     SERVER_ERROR,
@@ -139,17 +140,17 @@ async def test_send_cut_by_a_stopped_node_is_retried_after_its_lease(
         await sent_ok(client, sms.conversation_id, "second", "c2")
         await fake_twilio.wait_for(lambda f: len(f.seen(mine)) == 1)
         # The node dies mid-send: a crash, not a drain (a drain waits for the answer).
-        await first.app.state.sms_worker.stop(timeout=0)
+        await app_runtime(first.app).sms_worker.stop(timeout=0)
     head, tail = await outbox_of(services, sms.conversation_id)
     assert head["status"] == "sending" and head["attempts"] == 1
     assert head["claimed_until"] == clock.now() + timedelta(seconds=60)
     assert tail["status"] == "pending" and tail["attempts"] == 0
 
     async with run_node(settings, master_key, clock) as second:
-        await drain(second.app.state.sms_worker)  # the lease still holds: not taken
+        await drain(app_runtime(second.app).sms_worker)  # the lease still holds: not taken
         assert len(fake_twilio.seen(mine)) == 1
         clock.advance(seconds=61)
-        second.app.state.sms_worker.wake()
+        app_runtime(second.app).sms_worker.wake()
         await fake_twilio.wait_for(lambda f: len(f.sent(mine)) == 2)
     assert [r.form["Body"] for r in fake_twilio.sent(mine)] == ["first", "second"]
     head, tail = await outbox_of(services, sms.conversation_id)
@@ -256,7 +257,7 @@ async def test_lease_ran_out_after_the_last_attempt_fails_the_sms(
         message = await sent_ok(client, sms.conversation_id, "only once", "c1")
         await fake_twilio.wait_for(lambda f: len(f.seen(mine)) == 1)
         # The node dies mid-send: a crash, not a drain (a drain waits for the answer).
-        await first.app.state.sms_worker.stop(timeout=0)
+        await app_runtime(first.app).sms_worker.stop(timeout=0)
     clock.advance(seconds=61)
     published: list[events.StatusEvent] = []
     worker = manual_worker(services, settings, fake_twilio, published)

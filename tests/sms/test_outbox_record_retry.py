@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from server import events
-from server.services.container import Services
+from server.runtime import Services
 from server.settings import Settings
 from server.store.db import Database
 from tests.sms.support import (

@@ -14,10 +14,11 @@ from sqlalchemy import func, select, update
 
 from server.audit import SYSTEM
 from server.protocol import CreatePatientRequest, Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.services.opt_out import opt_out_event
 from server.services.sending import message_event
 from server.store.tables import messages, patients, sessions
+from server.web.context import app_runtime
 from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import DOB, PHONE_VIEWPORT, Node, new_link
 
@@ -134,7 +135,7 @@ async def publish_send(node: Node, clinic: Clinic, conversation_id: str, body: s
     """Store and publish a message as the server's send path does (REST and WebSocket
     share it); the stored message as a dict."""
     sender = sender or Sender("staff", clinic.staff_id, "Nurse Kim")
-    result = await node.app.state.sending.send(
+    result = await app_runtime(node.app).sending.send(
         clinic.account_id, sender, conversation_id,
         SendRequest(f"t-{secrets.token_hex(6)}", body, secure), SYSTEM)
     message = result.message
@@ -177,5 +178,5 @@ async def open_staff_sessions(services: Services, staff_id: str) -> int:
 
 async def simulated_sms(node: Node, clinic: Clinic) -> list[str]:
     """The bodies the SMS simulator delivered for the clinic, newest first."""
-    inbox = await node.app.state.sms_provider.inbox()
+    inbox = await app_runtime(node.app).sms_provider.inbox()
     return [sms["body"] for sms in inbox if sms["account_id"] == clinic.account_id]

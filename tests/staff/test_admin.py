@@ -15,7 +15,7 @@ from playwright.async_api import expect
 
 from server import audit
 from server.clock import FakeClock
-from server.web.api import AUDIT_COLUMNS
+from server.services.audit_records import AUDIT_COLUMNS
 from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import PHONE_VIEWPORT, Node, run_node
 from tests.patient.test_accessibility import CONTRAST, assert_focus_ring

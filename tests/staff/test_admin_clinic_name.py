@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
+from server.web.context import app_runtime
 from tests.conftest import Clinic
 from tests.patient.support import TOKEN, Node
 from tests.sms.support import sent_ok, staff_socket
@@ -40,6 +41,6 @@ async def test_clinic_name_hint_shows_the_text_sent(node: Node, clinic: Clinic,
         message = await sent_ok(client, clinic.conversation_id, "Results are in.", "n1",
                                 secure=True)
         await ws.wait_type("status", message_id=message["id"], status="notified")
-    [sent] = [sms for sms in await node.app.state.sms_provider.inbox()
+    [sent] = [sms for sms in await app_runtime(node.app).sms_provider.inbox()
               if sms["account_id"] == clinic.account_id]
     assert re.sub(rf"/s/{TOKEN}$", "/s/…", sent["body"]) == shown

@@ -30,7 +30,7 @@ from playwright.async_api import expect
 from sqlalchemy import update
 
 from server.clock import FakeClock
-from server.services.container import Services
+from server.runtime import Services
 from server.store.tables import accounts
 from tests.conftest import Clinic
 from tests.patient.support import PHONE_VIEWPORT, Node, run_node

@@ -16,6 +16,7 @@ from playwright.async_api import expect
 
 from loadtest.nodes import poll
 from server.services.links import MAX_FAILURES, MAX_RESENDS_PER_HOUR
+from server.web.context import app_runtime
 from tests.conftest import make_clinic
 from tests.patient.support import (
     DOB,
@@ -35,7 +36,7 @@ NEW_LINK = re.compile(rf"here is a new link to your secure messages: \S+/s/({TOK
 
 async def new_link_tokens(node: Node, account_id: str) -> list[str]:
     """The tokens of the "new link" SMS the simulator received for the account."""
-    inbox = await node.app.state.sms_provider.inbox()
+    inbox = await app_runtime(node.app).sms_provider.inbox()
     return [match.group(1) for sms in inbox if sms["account_id"] == account_id
             for match in [NEW_LINK.search(sms["body"])] if match]
 

@@ -17,7 +17,7 @@ from sqlalchemy import update
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
-from server.services.container import Services
+from server.runtime import Services
 from server.store.tables import accounts
 from tests.conftest import Clinic
 from tests.patient.support import run_node

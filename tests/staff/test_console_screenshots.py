@@ -19,7 +19,7 @@ from playwright.async_api import expect
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest, Sender, SendRequest, SettingsUpdate
-from server.services.container import Services
+from server.runtime import Services
 from tests.conftest import PASSWORD, Clinic
 from tests.patient.support import run_node
 from tests.patient.test_screenshots import screenshots_dir
