@@ -8,17 +8,19 @@ import os
 import sys
 from pathlib import Path
 
-from tests.conftest import repo_root
+from tests.conftest import CHEAP_HASHING_ENV, repo_root
 
 TIMEOUT = 60  # seconds for any one command; start-up includes migrations and argon2
 
 
 def clean_env(**settings: str) -> dict[str, str]:
     """os.environ without any SECURECHAT_* (from_env refuses unknown ones), plus
-    ``settings`` as SECURECHAT_<NAME>. A fatal signal in the child prints every
+    ``settings`` as SECURECHAT_<NAME> (the argon2 cost is the tests' cheap one unless
+    ``settings`` names it). A fatal signal in the child prints every
     thread's traceback to its stderr (``PYTHONFAULTHANDLER``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
     env["PYTHONFAULTHANDLER"] = "1"
+    env.update(CHEAP_HASHING_ENV)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(repo_root()), env.get("PYTHONPATH")) if p)
     env.update({f"SECURECHAT_{name.upper()}": value for name, value in settings.items()})

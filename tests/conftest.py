@@ -107,10 +107,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+# argon2id at its cheapest (8 KiB, one pass, one lane: microseconds where the production
+# cost takes ~0.1-0.25 s here), for the thousands of hashes the suite makes. The production
+# cost is tested on its own (tests/test_passwords.py, tests/test_auth.py).
+# Strings, as a node's environment carries them (from_env converts them).
+CHEAP_HASHING = {"password_hash_memory_kib": "8", "password_hash_time_cost": "1",
+                 "password_hash_parallelism": "1"}
+# The same as variables, for the environment of a process a test starts.
+CHEAP_HASHING_ENV = {f"SECURECHAT_{name.upper()}": value for name, value in CHEAP_HASHING.items()}
+
+
+def settings_for_tests(**overrides: object) -> Settings:
+    """``from_env({}, **overrides)`` at the cheap argon2 cost (an override may set it)."""
+    return from_env({}, **{**CHEAP_HASHING, **overrides})
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2)
 
 
 @pytest.fixture

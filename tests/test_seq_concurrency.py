@@ -20,10 +20,9 @@ from server.audit import Actor, ChainVerifier
 from server.crypto import MasterKey
 from server.protocol import Sender, SendRequest
 from server.services.container import Services, build_services
-from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store.tables import conversations, messages
-from tests.conftest import Clinic, make_clinic, repo_root
+from tests.conftest import CHEAP_HASHING_ENV, Clinic, make_clinic, repo_root, settings_for_tests
 
 HELPER = repo_root() / "tests" / "helpers" / "seq_sender.py"
 
@@ -31,6 +30,7 @@ HELPER = repo_root() / "tests" / "helpers" / "seq_sender.py"
 def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
     """The environment of a child process: ours without any SECURECHAT_* plus the test's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+    env.update(CHEAP_HASHING_ENV)
     env["SECURECHAT_DATABASE_URL"] = database_url
     env["SECURECHAT_MASTER_KEY"] = base64.b64encode(master_key).decode()
     return env
@@ -38,8 +38,8 @@ def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def services_on(database_url: str, master_key: bytes) -> AsyncIterator[Services]:
-    services = build_services(from_env({}, database_url=database_url,
-                                       password_hash_concurrency=2), master_key)
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 password_hash_concurrency=2), master_key)
     try:
         yield services
     finally:

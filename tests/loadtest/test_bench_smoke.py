@@ -21,8 +21,8 @@ import pytest
 from loadtest.nodes import ORIGIN, REPO, ServeProcess, node_env
 from loadtest.seed import seed, write_private_json
 from server.services.container import build_services
-from server.settings import from_env
 from server.store import migrate
+from tests.conftest import CHEAP_HASHING, settings_for_tests
 
 
 async def _run(*argv: str, timeout: float) -> tuple[int, str]:
@@ -76,8 +76,8 @@ async def test_quick_benchmark_loses_nothing_and_reports(tmp_path: Path) -> None
 async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes) -> None:
     url = f"sqlite:///{tmp_path / 'locust.db'}"
     await asyncio.to_thread(migrate.upgrade, url)
-    services = build_services(from_env({}, database_url=url, allowed_origins=[ORIGIN],
-                                       public_url=ORIGIN), master_key)
+    services = build_services(settings_for_tests(database_url=url, allowed_origins=[ORIGIN],
+                                                 public_url=ORIGIN), master_key)
     try:
         data = await seed(services, accounts=1, staff_per_account=2, patients_per_account=2)
     finally:
@@ -87,7 +87,7 @@ async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes
     assert _mode(seed_file) == 0o600  # it holds session tokens
 
     node = ServeProcess("locust", node_env(database_url=url, master_key=master_key, redis_url=None,
-                                   settings={"log_level": "WARNING"}))
+                                   settings={**CHEAP_HASHING, "log_level": "WARNING"}))
     await node.start()
     try:
         code, out = await _run(

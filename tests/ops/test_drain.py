@@ -15,9 +15,8 @@ import websockets
 from sqlalchemy import select
 
 from server.services.container import build_services
-from server.settings import from_env
 from server.store.tables import sms_outbox
-from tests.conftest import ORIGIN
+from tests.conftest import ORIGIN, settings_for_tests
 from tests.ops.support import seeded_node
 from tests.realtime.cluster_nodes import login_cookie
 from tests.realtime.wsclient import WSClient, ws_url
@@ -82,8 +81,8 @@ async def start_slow_request(port: int) -> tuple[asyncio.StreamReader, asyncio.S
 async def stored(database_url: str, master_key: bytes, account_id: str,
                  conversation_id: str) -> tuple[list[str], list[str]]:
     """The conversation's stored client_msg_ids in seq order, and its SMS rows' states."""
-    services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key)
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 allowed_origins=[ORIGIN]), master_key)
     try:
         ids: list[str] = []
         while page := await services.streams.replay(account_id, conversation_id,

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from server.services.container import build_services
-from server.settings import from_env
-from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic
+from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic, settings_for_tests
 from tests.realtime.cluster_client import Peer, check_consistent, check_stream
 from tests.realtime.cluster_nodes import (
     ServeProcess,
@@ -38,8 +37,8 @@ class Seeded:
 
 async def seed(database_url: str, master_key: bytes) -> Seeded:
     """A clinic made through the services on the nodes' database, and a patient session."""
-    services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key)
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 allowed_origins=[ORIGIN]), master_key)
     try:
         clinic = await make_clinic(services)
         return Seeded(clinic, await patient_cookie(services, clinic))

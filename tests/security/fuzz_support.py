@@ -27,7 +27,6 @@ from hypothesis import HealthCheck, settings
 
 from server.clock import SystemClock
 from server.services.container import Services, build_services
-from server.settings import from_env
 from tests.conftest import (
     IN_CI,
     ORIGIN,
@@ -35,6 +34,7 @@ from tests.conftest import (
     RunningServer,
     clear_sign_in_counters,
     make_clinic,
+    settings_for_tests,
 )
 from tests.patient.support import new_link
 from tests.realtime.cluster_nodes import ServeProcess, login_cookie, node_env
@@ -185,7 +185,7 @@ async def _seed(database_url: str, master_key: bytes
                 ) -> tuple[Services, Clinic, str, Clinic, str]:
     """Two clinics made through the services (as every test makes them), a patient
     session in the first one's conversation, and a link for the second one's patient."""
-    settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN])
+    settings = settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN])
     services = build_services(settings, master_key, SystemClock())
     phone = new_phone()
     clinic = await make_clinic(services, phone=phone)
