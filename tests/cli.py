@@ -1,4 +1,5 @@
-"""Running the ``securechat`` command as its own process, the one way every test does."""
+"""Running the ``securechat`` command as its own process, the one way every test does
+(tethered: it dies with the test run, see :mod:`loadtest.tether`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from loadtest import tether
 from tests.conftest import CHEAP_HASHING_ENV, repo_root
 
 TIMEOUT = 60  # seconds for any one command; start-up includes migrations and argon2
@@ -37,9 +39,9 @@ async def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
                   stdin: str | None = None) -> tuple[int, str, str]:
     """Run ``python -m server ARGS`` to completion: (exit code, stdout, stderr)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", *args, cwd=cwd or repo_root(), env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        *tether.command(sys.executable, "-m", "server", *args), cwd=cwd or repo_root(),
+        env=env, pass_fds=tether.pass_fds(), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         async with asyncio.timeout(TIMEOUT):
             out, err = await process.communicate(stdin.encode() if stdin is not None else b"")

@@ -27,6 +27,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from loadtest import tether
 from loadtest.nodes import free_port, pg_execute
 from server.app import create_app
 from server.audit import SYSTEM
@@ -222,7 +223,7 @@ def redis_url() -> str:
 
 class PrivateRedis:
     """A redis-server of the test's own on a free port, to kill, pause and restart
-    (never the shared one)."""
+    (never the shared one); it dies with the test run (:mod:`loadtest.tether`)."""
 
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
@@ -232,9 +233,10 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._tmp)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            tether.command("redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", str(self._tmp)),
+            pass_fds=tether.pass_fds(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
         assert self.process.stdout is not None
         for line in self.process.stdout:  # blocks until the server says it is ready
             if "Ready to accept connections" in line:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
+from loadtest import tether
 from server.audit import Actor, ChainVerifier
 from server.crypto import MasterKey
 from server.protocol import Sender, SendRequest
@@ -83,11 +84,12 @@ async def run_two_senders(database_url: str, master_key: bytes, clinic: Clinic,
     try:
         for prefix in ("p1", "p2"):
             procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, str(HELPER), clinic.account_id, clinic.conversation_id,
-                clinic.staff_id, prefix, str(count), str(in_flight),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=cli_env(database_url, master_key),
-                cwd=repo_root()))
+                *tether.command(sys.executable, str(HELPER), clinic.account_id,
+                                clinic.conversation_id, clinic.staff_id, prefix, str(count),
+                                str(in_flight)),
+                pass_fds=tether.pass_fds(), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=cli_env(database_url, master_key), cwd=repo_root()))
         async with asyncio.timeout(60):
             for proc in procs:
                 line = await proc.stdout.readline()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest import tether
 from loadtest.nodes import ORIGIN, REPO, ServeProcess, node_env
 from loadtest.seed import seed, write_private_json
 from server.services.container import build_services
@@ -27,7 +28,8 @@ from tests.conftest import CHEAP_HASHING, settings_for_tests
 
 async def _run(*argv: str, timeout: float) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
+        *tether.command(sys.executable, *argv), cwd=REPO, pass_fds=tether.pass_fds(),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")})
     try:
