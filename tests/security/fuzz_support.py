@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -231,19 +230,23 @@ class Outcome:
     line: str
 
 
-def run_phases(node: FuzzNode, phases: list[dict[str, Job]], config: pytest.Config,
-               workers: int = 3) -> dict[str, Outcome]:
-    """Run each phase's jobs side by side, phase after phase, then check that the node
-    survived them all (key ``"node"``). Side by side, hypothesis draws one entry point's
-    next input while the node answers another's: one at a time, each side idles while
-    the other works. Each job's line (examples, seconds, examples/s) goes to the
-    terminal, capture or not."""
+def run_jobs(node: FuzzNode, jobs: dict[str, Job], config: pytest.Config
+             ) -> dict[str, Outcome]:
+    """Run the jobs one after another, in order, in this thread, then check that the node
+    survived them all (key ``"node"``). Each job's line (examples, seconds, examples/s)
+    goes to the terminal, capture or not.
+
+    Never side by side in threads: hypothesis sets the interpreter-wide recursion limit
+    around every example, and on CPython 3.11 a thread that is past a limit another
+    thread just lowered (these inputs nest to the limit on purpose) can end the whole
+    process with "Fatal Python error: Cannot recover from stack overflow" (SIGABRT);
+    the ``ast`` module's state is shared by threads as well (a spurious
+    ``SystemError: AST constructor recursion depth mismatch`` from hypothesis's own
+    parsing). The parallelism lives between test processes (pytest-xdist) instead."""
     outcomes: dict[str, Outcome] = {}
     mark = node.log_mark()
-    for phase in phases:
-        with ThreadPoolExecutor(workers) as pool:
-            futures = {name: pool.submit(_timed, name, job) for name, job in phase.items()}
-        outcomes.update({name: future.result() for name, future in futures.items()})
+    for name, job in jobs.items():
+        outcomes[name] = _timed(name, job)
     try:
         node.assert_survived(mark)
         outcomes["node"] = Outcome(None, "")

@@ -32,7 +32,7 @@ from tests.security.fuzz_support import (
     Job,
     Outcome,
     fuzz_node,
-    run_phases,
+    run_jobs,
 )
 from tests.security.fuzz_values import ids, ints, json_values, long_text, shaped, text
 
@@ -234,9 +234,9 @@ def job(node: FuzzNode, strategy: st.SearchStrategy[str | bytes], n: int) -> Job
     return run
 
 
-# Subscribing replays the thread, which the ``send`` fuzzing grows: subscribe first.
-PHASES = [["ping", "subscribe", "unsubscribe", "typing"], ["send", "read", "raw"]]
-KINDS = [kind for phase in PHASES for kind in phase]
+# In this order: subscribing replays the thread, which the ``send`` fuzzing grows, so
+# subscribe comes before send.
+KINDS = ["ping", "subscribe", "unsubscribe", "typing", "send", "read", "raw"]
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +244,8 @@ def outcomes(node: FuzzNode, pytestconfig: pytest.Config) -> dict[str, Outcome]:
     def strategy(kind: str) -> st.SearchStrategy[str | bytes]:
         return raw_frames if kind == "raw" else frames(kind, node)
 
-    phases = [{f"ws {kind}": job(node, strategy(kind), KINDS.index(kind)) for kind in phase}
-              for phase in PHASES]
-    return run_phases(node, phases, pytestconfig)
+    jobs = {f"ws {kind}": job(node, strategy(kind), n) for n, kind in enumerate(KINDS)}
+    return run_jobs(node, jobs, pytestconfig)
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -26,7 +26,7 @@ from tests.security.fuzz_support import (
     Job,
     Outcome,
     fuzz_node,
-    run_phases,
+    run_jobs,
 )
 from tests.security.fuzz_values import (
     EDGE_INTS,
@@ -259,12 +259,12 @@ PATIENT = {"POST /s/{token}/verify (json)": check_api_answer,
 
 @pytest.fixture(scope="module")
 def outcomes(node: FuzzNode, pytestconfig: pytest.Config) -> dict[str, Outcome]:
-    """Every entry point fuzzed (side by side), then the node's survival checked."""
+    """Every entry point fuzzed, then the node's survival checked."""
     jobs = {f"{method} {path}": job(node, method, strategy, check_api_answer)
             for (path, method), strategy in strategies(node).items()}
     for name, strategy in patient_strategies(node).items():
         jobs[name] = job(node, "POST", strategy, PATIENT[name])
-    return run_phases(node, [jobs], pytestconfig)
+    return run_jobs(node, jobs, pytestconfig)
 
 
 def test_every_entry_point_has_a_fuzz_strategy(node: FuzzNode) -> None:

@@ -25,7 +25,7 @@ from tests.security.fuzz_support import (
     Job,
     Outcome,
     fuzz_node,
-    run_phases,
+    run_jobs,
 )
 from tests.security.fuzz_values import text
 from tests.security.routes import every_route
@@ -181,7 +181,7 @@ def test_every_webhook_is_fuzzed() -> None:
 def outcomes(node: FuzzNode, sms_number: str, pytestconfig: pytest.Config
              ) -> dict[str, Outcome]:
     jobs = {f"POST {path}": job(node, posts(node, sms_number, path), path) for path in PATHS}
-    return run_phases(node, [jobs], pytestconfig)
+    return run_jobs(node, jobs, pytestconfig)
 
 
 @pytest.mark.parametrize("path", PATHS)
