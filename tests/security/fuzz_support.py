@@ -220,21 +220,15 @@ def fuzz_node(database_url: str, redis_url: str, master_key: bytes, name: str,
 
 
 Job = Callable[[], int]  # runs one entry point's fuzzing; returns the examples it ran
+# A fuzz test's rate line travels in its report under this name (tests/security/conftest.py
+# prints them all at the end, from the test process or from every xdist worker's).
+RATE = "fuzz rate"
 
 
-@dataclass
-class Outcome:
-    """How one entry point's fuzzing ended: its failure (None: passed) and its rate."""
-
-    error: BaseException | None
-    line: str
-
-
-def run_jobs(node: FuzzNode, jobs: dict[str, Job], config: pytest.Config
-             ) -> dict[str, Outcome]:
-    """Run the jobs one after another, in order, in this thread, then check that the node
-    survived them all (key ``"node"``). Each job's line (examples, seconds, examples/s)
-    goes to the terminal, capture or not.
+def run_fuzz(node: FuzzNode, name: str, job: Job, request: pytest.FixtureRequest) -> None:
+    """Run one entry point's fuzzing here, in the test's own thread, then check that the
+    node survived it (lives, answers ``/healthz``, logged no error). Its line (examples,
+    seconds, examples/s) is kept in the test's report.
 
     Never side by side in threads: hypothesis sets the interpreter-wide recursion limit
     around every example, and on CPython 3.11 a thread that is past a limit another
@@ -242,33 +236,25 @@ def run_jobs(node: FuzzNode, jobs: dict[str, Job], config: pytest.Config
     process with "Fatal Python error: Cannot recover from stack overflow" (SIGABRT);
     the ``ast`` module's state is shared by threads as well (a spurious
     ``SystemError: AST constructor recursion depth mismatch`` from hypothesis's own
-    parsing). The parallelism lives between test processes (pytest-xdist) instead."""
-    outcomes: dict[str, Outcome] = {}
+    parsing). Entry points run in parallel as separate tests under pytest-xdist instead,
+    each worker with a node of its own.
+
+    Raises:
+        The fuzzing's failure (hypothesis's falsifying example), or AssertionError when
+        fewer than EXAMPLES ran or the node did not survive.
+    """
     mark = node.log_mark()
-    for name, job in jobs.items():
-        outcomes[name] = _timed(name, job)
-    try:
-        node.assert_survived(mark)
-        outcomes["node"] = Outcome(None, "")
-    except AssertionError as exc:
-        outcomes["node"] = Outcome(exc, "")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        for name, outcome in outcomes.items():
-            if outcome.line:
-                reporter.write_line(f"fuzz {name}: {outcome.line}")
-    return outcomes
-
-
-def _timed(name: str, job: Job) -> Outcome:
     started = time.perf_counter()
     try:
         count = job()
-    except BaseException as exc:  # reported by the entry point's own test
-        return Outcome(exc, f"failed after {time.perf_counter() - started:.1f}s")
+    except BaseException:
+        _record(request, name, f"failed after {time.perf_counter() - started:.1f}s")
+        raise
     elapsed = time.perf_counter() - started
-    line = f"{count} examples in {elapsed:.1f}s ({count / elapsed:.0f}/s)"
-    if count < EXAMPLES:
-        return Outcome(AssertionError(f"{name}: only {count} examples ran"), line)
-    return Outcome(None, line)
+    _record(request, name, f"{count} examples in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
+    assert count >= EXAMPLES, f"{name}: only {count} examples ran"
+    node.assert_survived(mark)
 
+
+def _record(request: pytest.FixtureRequest, name: str, line: str) -> None:
+    request.node.user_properties.append((RATE, f"fuzz {name}: {line}"))
