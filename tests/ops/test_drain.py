@@ -133,14 +133,15 @@ async def test_sigterm_drains_while_clients_send(
         took = time.monotonic() - signalled
         await asyncio.gather(*running)
         await asyncio.gather(*(s.client.aclose() for s in senders))
+        # Read before the node's scratch database is dropped with the block.
+        ids, sms_states = await stored(node.env["SECURECHAT_DATABASE_URL"], master_key,
+                                       clinic.account_id, clinic.conversation_id)
 
     assert exit_code == 0, "\n".join(node.lines[-20:])
     assert took < GRACE_SECONDS
     shutdown_log = [json.loads(line) for line in node.lines[log_mark:] if line.strip()]
     assert not [e for e in shutdown_log if e["level"] in ("error", "critical")], shutdown_log
 
-    ids, sms_states = await stored(postgresql_url, master_key, clinic.account_id,
-                                   clinic.conversation_id)
     sent = {i for s in senders for i in s.sent}
     acked = {i: ack for s in senders for i, ack in s.acked().items()}
     assert len(ids) == len(set(ids)), "a send was stored twice"
