@@ -9,6 +9,11 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 ARGS        ?=
 PYTEST_ARGS ?=
+# pytest-xdist processes for test/check (a number, or auto: one per CPU). Tests are handed
+# out one at a time (--dist load): the fuzzers' entry points and the fault scenarios are
+# each long, and spreading them is what keeps the slowest process short.
+WORKERS     ?= auto
+XDIST       := -n $(WORKERS) --dist load
 
 .DEFAULT_GOAL := help
 
@@ -20,6 +25,7 @@ help: ## Show this help
 		| awk 'BEGIN {FS = ":.*## "} {printf "  %-10s %s\n", $$1, $$2}'
 	@echo ""
 	@echo "Variables: PYTHON=$(PYTHON)  ARGS='...' (demo/serve/migrate)  PYTEST_ARGS='...' (test)"
+	@echo "           WORKERS=$(WORKERS) (test/check: pytest-xdist processes; 0 runs in one process)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || { echo ">> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
@@ -41,11 +47,12 @@ migrate: $(STAMP) ## Apply database migrations (pass extra options with ARGS=...
 
 test: $(STAMP) ## Lint, then run the test suite (pass options with PYTEST_ARGS=...)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 check: $(STAMP) ## The inner loop: lint, then every test except the fault, load and browser suites
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not browser" --ignore=tests/faults --ignore=tests/loadtest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not browser" --ignore=tests/faults --ignore=tests/loadtest \
+		$(PYTEST_ARGS)
 
 bench: $(STAMP) ## Run the load benchmark, print the table, write loadtest/results/ (ARGS='--quick' ...)
 	$(BIN)/python -m loadtest.bench $(ARGS)

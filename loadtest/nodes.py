@@ -21,6 +21,8 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from loadtest import tether
+
 REPO = Path(__file__).resolve().parent.parent
 ORIGIN = "http://loadtest.local"
 # Lines of a node's output kept: enough for any test or benchmark to search, bounded so
@@ -73,7 +75,8 @@ async def readiness(url: str) -> tuple[int, dict]:
 
 class ServeProcess:
     """``python -m server serve`` on a port of its own, its output kept line by line.
-    It may be stopped (SIGTERM), killed (SIGKILL) and started again on the same port.
+    It may be stopped (SIGTERM), killed (SIGKILL) and started again on the same port, and
+    dies with the process that started it (:mod:`loadtest.tether`).
     A fatal signal in it prints every thread's traceback into its log
     (``PYTHONFAULTHANDLER``)."""
 
@@ -100,10 +103,11 @@ class ServeProcess:
         node's log level."""
         self._ended = False
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
-            "--port", str(self.port), env={**self.env, "PYTHONFAULTHANDLER": "1"}, cwd=REPO,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            *tether.command(sys.executable, "-m", "server", "serve", "--host", "127.0.0.1",
+                            "--port", str(self.port)),
+            env={**self.env, "PYTHONFAULTHANDLER": "1"}, cwd=REPO,
+            pass_fds=tether.pass_fds(), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self._pump = asyncio.create_task(self._read_log())
 
         async def started() -> bool:

@@ -1,7 +1,8 @@
 """Password hashing: argon2id, bounded so a login flood cannot exhaust memory.
 
-argon2-cffi's defaults (RFC 9106 low-memory profile: t=3, m=64 MiB, p=4) are above
-OWASP's floor of 19 MiB / 2 passes. Each hash holds 64 MiB for ~50 ms, so at most
+The cost comes from the settings, whose defaults are argon2-cffi's (RFC 9106 low-memory
+profile: t=3, m=64 MiB, p=4), above OWASP's floor of 19 MiB / 2 passes; tests lower it.
+Each hash holds its memory (64 MiB by default) for ~50 ms, so at most
 ``concurrency`` run at once (in worker threads, off the event loop) and at most
 ``queue`` more wait; beyond that the caller is told to retry (429) instead of queueing
 without bound.
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import unicodedata
+from typing import TYPE_CHECKING
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from server import password_blocklist
 from server.errors import AppError, ErrorCode, invalid
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 # NIST SP 800-63B-4: at least 15 characters for a password-only account; no composition
 # rules. Long inputs are refused before hashing so they cost nothing (1,024 bytes).
@@ -50,6 +55,14 @@ class PasswordHashing:
         self._in_use = 0
         # Verified against when the email is unknown, so both cases cost the same time.
         self._dummy = self._hasher.hash("not a password: used to even out timing")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PasswordHashing:
+        """The node's hashing: its cost and its bounds, as configured."""
+        return cls(settings.password_hash_concurrency, settings.password_hash_queue,
+                   PasswordHasher(time_cost=settings.password_hash_time_cost,
+                                  memory_cost=settings.password_hash_memory_kib,
+                                  parallelism=settings.password_hash_parallelism))
 
     async def hash(self, password: str) -> str:
         return await self._run(self._hasher.hash, normalise(password))

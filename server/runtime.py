@@ -82,8 +82,7 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
     master = MasterKey(master_key)
     db = Database(settings.database_url, audit_key=master.audit_key)
     keyring = KeyRing(master, clock, settings.key_refresh_seconds)
-    hashing = PasswordHashing(settings.password_hash_concurrency,
-                              settings.password_hash_queue)
+    hashing = PasswordHashing.from_settings(settings)
     patients = Patients(db, keyring, clock, settings.default_region, notifier)
     sms_outbox = SmsOutbox(keyring, clock, settings.public_url, settings.notify_window_seconds)
     return Services(

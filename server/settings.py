@@ -53,9 +53,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     login_max_address_failures: int = 20
     login_max_email_failures: int = 50
     login_lock_seconds: int = 15 * 60
-    # argon2id: at most this many hashes at once (each takes 64 MiB) and this many waiting.
+    # argon2id: at most this many hashes at once (each holds PASSWORD_HASH_MEMORY_KIB) and
+    # this many waiting.
     password_hash_concurrency: int = 2
     password_hash_queue: int = 32
+    # argon2id cost of a new hash: argon2-cffi's defaults, RFC 9106's low-memory profile
+    # (64 MiB, 3 passes, 4 lanes). Verifying reads the cost from the stored hash, so a
+    # change never locks anyone out; a hash of another cost is redone at its next sign-in.
+    # argon2 needs 8 KiB per lane: less fails start-up (the first hash is made there).
+    password_hash_memory_kib: int = 64 * 1024
+    password_hash_time_cost: int = 3
+    password_hash_parallelism: int = 4
     # How long a node trusts its cached "active data key" before asking the store again,
     # so `securechat rotate-key` reaches running nodes within this many seconds.
     key_refresh_seconds: int = 60
@@ -128,7 +136,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                                 "region code such as US or GB")
         for name in ("session_idle_seconds", "session_absolute_seconds", "login_lock_seconds",
                      "login_max_failures", "login_max_address_failures",
-                     "login_max_email_failures", "password_hash_concurrency", "key_refresh_seconds",
+                     "login_max_email_failures", "password_hash_concurrency",
+                     "password_hash_memory_kib", "password_hash_time_cost",
+                     "password_hash_parallelism", "key_refresh_seconds",
                      "ws_rate_burst", "ws_outbox_frames", "ws_outbox_bytes",
                      "ws_max_per_address"):
             if getattr(self, name) < 1:

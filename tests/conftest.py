@@ -27,6 +27,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from loadtest import tether
 from loadtest.nodes import free_port, pg_execute
 from server.app import create_app
 from server.audit import SYSTEM
@@ -109,10 +110,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+# argon2id at its cheapest (8 KiB, one pass, one lane: microseconds where the production
+# cost takes ~0.1-0.25 s here), for the thousands of hashes the suite makes. The production
+# cost is tested on its own (tests/test_passwords.py, tests/test_auth.py).
+# Strings, as a node's environment carries them (from_env converts them).
+CHEAP_HASHING = {"password_hash_memory_kib": "8", "password_hash_time_cost": "1",
+                 "password_hash_parallelism": "1"}
+# The same as variables, for the environment of a process a test starts.
+CHEAP_HASHING_ENV = {f"SECURECHAT_{name.upper()}": value for name, value in CHEAP_HASHING.items()}
+
+
+def settings_for_tests(**overrides: object) -> Settings:
+    """``from_env({}, **overrides)`` at the cheap argon2 cost (an override may set it)."""
+    return from_env({}, **{**CHEAP_HASHING, **overrides})
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2)
 
 
 @pytest.fixture
@@ -209,7 +225,7 @@ def redis_url() -> str:
 
 class PrivateRedis:
     """A redis-server of the test's own on a free port, to kill, pause and restart
-    (never the shared one)."""
+    (never the shared one); it dies with the test run (:mod:`loadtest.tether`)."""
 
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
@@ -219,9 +235,10 @@ class PrivateRedis:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self._tmp)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            tether.command("redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", str(self._tmp)),
+            pass_fds=tether.pass_fds(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
         assert self.process.stdout is not None
         for line in self.process.stdout:  # blocks until the server says it is ready
             if "Ready to accept connections" in line:

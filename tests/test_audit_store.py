@@ -27,13 +27,12 @@ from server.errors import AppError
 from server.notify import Offline
 from server.protocol import Sender, SendRequest
 from server.runtime import Services, build_services
-from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store import migrate
 from server.store.db import Database
 from server.store.tables import audit_heads, audit_log, conversations, messages
 from tests.cli import run_cli, store_env
-from tests.conftest import IN_CI, PASSWORD, PG_ADMIN_URL, Clinic, make_clinic
+from tests.conftest import IN_CI, PASSWORD, PG_ADMIN_URL, Clinic, make_clinic, settings_for_tests
 
 SQLITE_TRIGGERS = {
     verb: f"CREATE TRIGGER audit_log_no_{verb.lower()} BEFORE {verb} ON audit_log "
@@ -80,8 +79,8 @@ def private_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 @pytest.fixture
 async def private_services(private_url: str, master_key: bytes, clock: FakeClock
                            ) -> AsyncIterator[Services]:
-    services = build_services(from_env({}, database_url=private_url,
-                                       password_hash_concurrency=2), master_key, clock,
+    services = build_services(settings_for_tests(database_url=private_url,
+                                                 password_hash_concurrency=2), master_key, clock,
                               notifier=Offline())
     yield services
     await services.db.close()

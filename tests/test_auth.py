@@ -9,15 +9,16 @@ import re
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select, update
 
 from server.app import create_app
 from server.clock import FakeClock
 from server.runtime import Services
-from server.settings import from_env
+from server.settings import Settings, from_env
 from server.store.tables import staff
-from tests.conftest import PASSWORD, Clinic, RunningServer
+from tests.conftest import ORIGIN, PASSWORD, Clinic, RunningServer, settings_for_tests
 from tests.serving import serve_app
 
 LOGIN = "/api/auth/login"
@@ -264,9 +265,9 @@ async def test_https_public_url_gives_a_host_prefixed_secure_cookie(
         database_url: str, master_key: bytes, clock: FakeClock, clinic: Clinic) -> None:
     """With an https PUBLIC_URL the cookie is ``__Host-sc_staff`` with Secure, and only
     that name is read back."""
-    settings = from_env({}, database_url=database_url, public_url="https://clinic.example",
-                        allowed_origins=["https://clinic.example"],
-                        password_hash_concurrency=2)
+    settings = settings_for_tests(database_url=database_url, public_url="https://clinic.example",
+                                  allowed_origins=["https://clinic.example"],
+                                  password_hash_concurrency=2)
     app = create_app(settings, master_key, clock=clock)
     async with serve(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as client:
         response = await login(client, clinic.staff_email)
@@ -287,23 +288,31 @@ async def test_https_public_url_gives_a_host_prefixed_secure_cookie(
 
 # --- password hashes ---------------------------------------------------------------------
 
-async def test_stored_hash_is_argon2id(services: Services, clinic: Clinic) -> None:
-    """The stored password hash is argon2id with the RFC 9106 low-memory parameters."""
-    assert DEFAULT_ARGON2ID.match(await stored_hash(services, clinic.staff_id))
+class TestProductionCost:
+    """At the default (production) argon2 cost, not the suite's cheap one."""
 
+    @pytest.fixture
+    def settings(self, database_url: str) -> Settings:
+        return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
+                        password_hash_concurrency=2)
 
-async def test_weak_hash_is_upgraded_at_sign_in(server: RunningServer, services: Services,
-                                                clinic: Clinic) -> None:
-    """A hash made with weaker parameters is replaced by a default one at the next sign-in."""
-    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
-    async with services.db.write() as conn:
-        await conn.execute(update(staff).where(staff.c.id == clinic.staff_id)
-                           .values(password_hash=weak))
-    assert await stored_hash(services, clinic.staff_id) == weak
-    async with server.login(clinic.staff_email) as client:
-        assert (await client.get("/api/me")).status_code == 200
-    upgraded = await stored_hash(services, clinic.staff_id)
-    assert upgraded != weak
-    assert DEFAULT_ARGON2ID.match(upgraded)
-    async with server.login(clinic.staff_email):  # the new hash verifies the same password
-        pass
+    async def test_stored_hash_is_argon2id(self, services: Services, clinic: Clinic) -> None:
+        """The stored password hash is argon2id with the RFC 9106 low-memory parameters."""
+        assert DEFAULT_ARGON2ID.match(await stored_hash(services, clinic.staff_id))
+
+    async def test_weak_hash_is_upgraded_at_sign_in(self, server: RunningServer,
+                                                    services: Services, clinic: Clinic) -> None:
+        """A hash made with weaker parameters is replaced by a default one at the next
+        sign-in."""
+        weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+        async with services.db.write() as conn:
+            await conn.execute(update(staff).where(staff.c.id == clinic.staff_id)
+                               .values(password_hash=weak))
+        assert await stored_hash(services, clinic.staff_id) == weak
+        async with server.login(clinic.staff_email) as client:
+            assert (await client.get("/api/me")).status_code == 200
+        upgraded = await stored_hash(services, clinic.staff_id)
+        assert upgraded != weak
+        assert DEFAULT_ARGON2ID.match(upgraded)
+        async with server.login(clinic.staff_email):  # the new hash verifies the same password
+            pass

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from loadtest import tether
 from server.runtime import Services
 from server.store import accounts as account_store
 from server.store import migrate
@@ -60,8 +61,9 @@ async def test_demo_serves_and_prints_a_working_login(tmp_path: Path) -> None:
     patients' dates of birth, serves until told to stop, and shuts down gracefully."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "demo", "--port", str(port), cwd=tmp_path,
-        env=clean_env(), stdin=asyncio.subprocess.DEVNULL,
+        *tether.command(sys.executable, "-m", "server", "demo", "--port", str(port)),
+        cwd=tmp_path, env=clean_env(), pass_fds=tether.pass_fds(),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out: list[str] = []
     err: list[str] = []
@@ -123,8 +125,9 @@ async def test_demo_restart_gives_a_fresh_password(tmp_path: Path) -> None:
     passwords, keys = [], []
     for _ in range(2):
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "demo", "--port", str(free_port()),
-            cwd=tmp_path, env=clean_env(), stdin=asyncio.subprocess.DEVNULL,
+            *tether.command(sys.executable, "-m", "server", "demo", "--port", str(free_port())),
+            cwd=tmp_path, env=clean_env(), pass_fds=tether.pass_fds(),
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out: list[str] = []
         err: list[str] = []

@@ -15,9 +15,9 @@ from sqlalchemy.engine import make_url
 
 from server.app import create_app
 from server.clock import FakeClock
-from server.settings import Settings, from_env
+from server.settings import Settings
 from server.store import migrate
-from tests.conftest import ORIGIN, PG_ADMIN_URL, Clinic, RunningServer
+from tests.conftest import ORIGIN, PG_ADMIN_URL, Clinic, RunningServer, settings_for_tests
 from tests.serving import serve_app
 
 CANARY_NAME = "Ottoline Canaryfeather"
@@ -31,8 +31,8 @@ BEARER = {"authorization": f"Bearer {METRICS_TOKEN}"}
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """conftest's settings, with a metrics token."""
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, metrics_token=METRICS_TOKEN)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, metrics_token=METRICS_TOKEN)
 
 
 @contextlib.asynccontextmanager
@@ -76,8 +76,8 @@ async def node_on_scratch_database(master_key: bytes, clock: FakeClock
     try:
         url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
         await asyncio.to_thread(migrate.upgrade, url)
-        settings = from_env({}, database_url=url, allowed_origins=[ORIGIN],
-                            metrics_token=METRICS_TOKEN)
+        settings = settings_for_tests(database_url=url, allowed_origins=[ORIGIN],
+                                      metrics_token=METRICS_TOKEN)
         app = create_app(settings, master_key, clock=clock)
         async with serve(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
             yield client, name

@@ -21,6 +21,8 @@ from server.passwords import (
     check_policy,
     normalise,
 )
+from server.settings import from_env
+from tests.conftest import settings_for_tests
 
 PASSPHRASE = "velvet tundra pilots ninety lanterns"
 FIFTEEN = "velvet tundra p"  # exactly MIN_PASSWORD_CHARS, and not guessable
@@ -205,6 +207,22 @@ async def test_an_over_long_password_is_refused_without_hashing() -> None:
     assert hasher.verify_calls == 0
     assert await hashing.verify(stored, "a" * MAX_PASSWORD_BYTES) is False  # at the cap: hashed
     assert hasher.verify_calls == 1
+
+
+async def test_default_settings_hash_at_the_production_cost() -> None:
+    """The settings' defaults are the production cost (argon2id, 64 MiB, t=3, p=4), and
+    verifying reads the cost from the hash: one made at the tests' cheap cost still opens
+    under the production settings (and is due for an upgrade)."""
+    production = PasswordHashing.from_settings(from_env({}))
+    stored = await production.hash(PASSPHRASE)
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert await production.verify(stored, PASSPHRASE) is True
+    assert await production.verify(stored, "not the passphrase, but long enough") is False
+    cheap = await PasswordHashing.from_settings(settings_for_tests()).hash(PASSPHRASE)
+    assert cheap.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert await production.verify(cheap, PASSPHRASE) is True
+    assert await production.verify(cheap, "not the passphrase, but long enough") is False
+    assert production.needs_rehash(cheap) is True
 
 
 def test_needs_rehash_for_weaker_parameters() -> None:

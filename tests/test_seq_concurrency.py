@@ -16,15 +16,15 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import select
 
+from loadtest import tether
 from server.audit import Actor, ChainVerifier
 from server.crypto import MasterKey
 from server.notify import Offline
 from server.protocol import Sender, SendRequest
 from server.runtime import Services, build_services
-from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store.tables import conversations, messages
-from tests.conftest import Clinic, make_clinic, repo_root
+from tests.conftest import CHEAP_HASHING_ENV, Clinic, make_clinic, repo_root, settings_for_tests
 
 HELPER = repo_root() / "tests" / "helpers" / "seq_sender.py"
 
@@ -32,6 +32,7 @@ HELPER = repo_root() / "tests" / "helpers" / "seq_sender.py"
 def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
     """The environment of a child process: ours without any SECURECHAT_* plus the test's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")}
+    env.update(CHEAP_HASHING_ENV)
     env["SECURECHAT_DATABASE_URL"] = database_url
     env["SECURECHAT_MASTER_KEY"] = base64.b64encode(master_key).decode()
     return env
@@ -39,8 +40,9 @@ def cli_env(database_url: str, master_key: bytes) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def services_on(database_url: str, master_key: bytes) -> AsyncIterator[Services]:
-    services = build_services(from_env({}, database_url=database_url,
-                                       password_hash_concurrency=2), master_key, notifier=Offline())
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 password_hash_concurrency=2), master_key,
+                              notifier=Offline())
     try:
         yield services
     finally:
@@ -84,11 +86,12 @@ async def run_two_senders(database_url: str, master_key: bytes, clinic: Clinic,
     try:
         for prefix in ("p1", "p2"):
             procs.append(await asyncio.create_subprocess_exec(
-                sys.executable, str(HELPER), clinic.account_id, clinic.conversation_id,
-                clinic.staff_id, prefix, str(count), str(in_flight),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=cli_env(database_url, master_key),
-                cwd=repo_root()))
+                *tether.command(sys.executable, str(HELPER), clinic.account_id,
+                                clinic.conversation_id, clinic.staff_id, prefix, str(count),
+                                str(in_flight)),
+                pass_fds=tether.pass_fds(), stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=cli_env(database_url, master_key), cwd=repo_root()))
         async with asyncio.timeout(60):
             for proc in procs:
                 line = await proc.stdout.readline()

@@ -193,6 +193,8 @@ def test_every_integer_variable_names_itself_when_malformed(field: str) -> None:
     "SECURECHAT_SESSION_IDLE_SECONDS", "SECURECHAT_SESSION_ABSOLUTE_SECONDS",
     "SECURECHAT_LOGIN_MAX_FAILURES", "SECURECHAT_LOGIN_LOCK_SECONDS",
     "SECURECHAT_PASSWORD_HASH_CONCURRENCY", "SECURECHAT_KEY_REFRESH_SECONDS",
+    "SECURECHAT_PASSWORD_HASH_MEMORY_KIB", "SECURECHAT_PASSWORD_HASH_TIME_COST",
+    "SECURECHAT_PASSWORD_HASH_PARALLELISM",
 ])
 def test_zero_is_refused_where_a_positive_number_is_needed(name: str) -> None:
     """A zero timeout or zero concurrency would disable a control: refused."""

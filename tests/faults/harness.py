@@ -27,7 +27,7 @@ from loadtest.nodes import (
     private_postgres,
     readiness,
 )
-from tests.conftest import PG_ADMIN_URL, PrivateRedis
+from tests.conftest import CHEAP_HASHING, PG_ADMIN_URL, PrivateRedis
 from tests.faults.client import FaultClient, Send
 from tests.faults.seeding import PER_STAFF_SOCKET, World
 from tests.sms.support import ACCOUNT_SID, AUTH_TOKEN, TWILIO_FROM, FakeTwilio
@@ -36,7 +36,7 @@ MESSAGES = 5_100
 RATE = 250.0  # sends per second, open loop: the fault lands mid-stream whatever happens
 KINDS = ("staff-secure", "staff-sms", "patient-secure")
 NODE_SETTINGS = {
-    "sms_provider": "twilio", "twilio_account_sid": ACCOUNT_SID,
+    **CHEAP_HASHING, "sms_provider": "twilio", "twilio_account_sid": ACCOUNT_SID,
     "twilio_auth_token": AUTH_TOKEN, "twilio_from": TWILIO_FROM,
     # Retries start fast and may go on for long: a 30 s provider outage is survived
     # (0.1 s doubling, full jitter: ~9 attempts in 30 s; 40 is far from running out).

@@ -10,7 +10,7 @@ from loadtest.nodes import ORIGIN
 from loadtest.seed import seed
 from server.notify import Offline
 from server.runtime import build_services
-from server.settings import from_env
+from tests.conftest import settings_for_tests
 
 ACCOUNTS = 20
 CONVERSATIONS_PER_ACCOUNT = 10  # 200 conversations, one patient each
@@ -41,8 +41,8 @@ class World:
 async def seed_world(database_url: str, master_key: bytes) -> World:
     """Accounts with one staff member (one session) and their patients, each with a
     verified patient session; through the services, as ``loadtest/seed.py`` does."""
-    settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                        public_url=ORIGIN)
+    settings = settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                                  public_url=ORIGIN)
     services = build_services(settings, master_key, notifier=Offline())
     try:
         data = await seed(services, accounts=ACCOUNTS, staff_per_account=1,

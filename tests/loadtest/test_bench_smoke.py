@@ -18,17 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from loadtest import tether
 from loadtest.nodes import ORIGIN, REPO, ServeProcess, node_env
 from loadtest.seed import seed, write_private_json
 from server.notify import Offline
 from server.runtime import build_services
-from server.settings import from_env
 from server.store import migrate
+from tests.conftest import CHEAP_HASHING, settings_for_tests
 
 
 async def _run(*argv: str, timeout: float) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
+        *tether.command(sys.executable, *argv), cwd=REPO, pass_fds=tether.pass_fds(),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={k: v for k, v in os.environ.items() if not k.startswith("SECURECHAT_")})
     try:
@@ -77,8 +79,8 @@ async def test_quick_benchmark_loses_nothing_and_reports(tmp_path: Path) -> None
 async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes) -> None:
     url = f"sqlite:///{tmp_path / 'locust.db'}"
     await asyncio.to_thread(migrate.upgrade, url)
-    services = build_services(from_env({}, database_url=url, allowed_origins=[ORIGIN],
-                                       public_url=ORIGIN), master_key, notifier=Offline())
+    services = build_services(settings_for_tests(database_url=url, allowed_origins=[ORIGIN],
+                                                 public_url=ORIGIN), master_key, notifier=Offline())
     try:
         data = await seed(services, accounts=1, staff_per_account=2, patients_per_account=2)
     finally:
@@ -88,7 +90,7 @@ async def test_tiny_locust_run_has_no_failures(tmp_path: Path, master_key: bytes
     assert _mode(seed_file) == 0o600  # it holds session tokens
 
     node = ServeProcess("locust", node_env(database_url=url, master_key=master_key, redis_url=None,
-                                   settings={"log_level": "WARNING"}))
+                                   settings={**CHEAP_HASHING, "log_level": "WARNING"}))
     await node.start()
     try:
         code, out = await _run(

@@ -16,9 +16,8 @@ from sqlalchemy import select
 
 from server.notify import Offline
 from server.runtime import build_services
-from server.settings import from_env
 from server.store.tables import sms_outbox
-from tests.conftest import ORIGIN
+from tests.conftest import ORIGIN, settings_for_tests
 from tests.ops.support import seeded_node
 from tests.realtime.cluster_nodes import login_cookie
 from tests.realtime.wsclient import WSClient, ws_url
@@ -83,8 +82,9 @@ async def start_slow_request(port: int) -> tuple[asyncio.StreamReader, asyncio.S
 async def stored(database_url: str, master_key: bytes, account_id: str,
                  conversation_id: str) -> tuple[list[str], list[str]]:
     """The conversation's stored client_msg_ids in seq order, and its SMS rows' states."""
-    services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 allowed_origins=[ORIGIN]), master_key,
+                              notifier=Offline())
     try:
         ids: list[str] = []
         while page := await services.streams.replay(account_id, conversation_id,
@@ -135,14 +135,15 @@ async def test_sigterm_drains_while_clients_send(
         took = time.monotonic() - signalled
         await asyncio.gather(*running)
         await asyncio.gather(*(s.client.aclose() for s in senders))
+        # Read before the node's scratch database is dropped with the block.
+        ids, sms_states = await stored(node.env["SECURECHAT_DATABASE_URL"], master_key,
+                                       clinic.account_id, clinic.conversation_id)
 
     assert exit_code == 0, "\n".join(node.lines[-20:])
     assert took < GRACE_SECONDS
     shutdown_log = [json.loads(line) for line in node.lines[log_mark:] if line.strip()]
     assert not [e for e in shutdown_log if e["level"] in ("error", "critical")], shutdown_log
 
-    ids, sms_states = await stored(postgresql_url, master_key, clinic.account_id,
-                                   clinic.conversation_id)
     sent = {i for s in senders for i in s.sent}
     acked = {i: ack for s in senders for i, ack in s.acked().items()}
     assert len(ids) == len(set(ids)), "a send was stored twice"

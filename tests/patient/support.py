@@ -17,10 +17,10 @@ from starlette.applications import Starlette
 from server.app import create_app
 from server.clock import FakeClock
 from server.services.sms_outbox import outbox_context
-from server.settings import Settings, from_env
+from server.settings import Settings
 from server.store.tables import accounts, secure_links, sessions, sms_outbox
 from server.web.context import app_runtime
-from tests.conftest import ORIGIN, Clinic, RunningServer
+from tests.conftest import ORIGIN, Clinic, RunningServer, settings_for_tests
 from tests.serving import listening_socket, serve_app
 
 DOB = "1980-05-17"  # make_clinic's default date of birth
@@ -55,7 +55,7 @@ def node_settings(database_url: str, port: int, **overrides: Any) -> Settings:
         "allowed_origins": [origin, ORIGIN], "password_hash_concurrency": 2,
         "ws_session_check_seconds": SESSION_CHECK_SECONDS}
     values.update(overrides)
-    return from_env({}, **values)
+    return settings_for_tests(**values)
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ from server.brokers.base import Broker
 from server.clock import Clock
 from server.settings import Settings
 from server.web.context import app_runtime
-from tests.conftest import ORIGIN, PASSWORD, RunningServer
+from tests.conftest import CHEAP_HASHING, ORIGIN, PASSWORD, RunningServer
 from tests.serving import serve_app
 
 
@@ -57,9 +57,10 @@ async def in_process_node(settings: Settings, master_key: bytes, clock: Clock,
 
 def node_env(*, database_url: str, redis_url: str, master_key: bytes,
              **extra: str) -> dict[str, str]:
-    """``loadtest.nodes.node_env`` for the tests' origin."""
+    """``loadtest.nodes.node_env`` for the tests' origin, at the tests' argon2 cost."""
     return nodes.node_env(database_url=database_url, redis_url=redis_url,
-                          master_key=master_key, origin=ORIGIN, **extra)
+                          master_key=master_key, origin=ORIGIN, settings=CHEAP_HASHING,
+                          **extra)
 
 
 @contextlib.asynccontextmanager

@@ -17,8 +17,8 @@ import pytest
 from server.brokers.base import Broker
 from server.brokers.memory import MemoryBroker, MemoryBus
 from server.clock import FakeClock
-from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic
+from server.settings import Settings
+from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic, settings_for_tests
 from tests.realtime.cluster_client import Peer, check_consistent, check_stream
 from tests.realtime.cluster_nodes import Node, in_process_node, poll, readiness
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, staff_cookie
@@ -32,7 +32,7 @@ def cluster_settings(database_url: str, **overrides: object) -> Settings:
         sync_interval_seconds=HOUR, ws_session_check_seconds=HOUR, ws_rate_per_second=1000.0,
         ws_rate_burst=1000)
     values.update(overrides)
-    return from_env({}, **values)
+    return settings_for_tests(**values)
 
 
 class Cluster:

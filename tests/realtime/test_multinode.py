@@ -13,8 +13,7 @@ import pytest
 
 from server.notify import Offline
 from server.runtime import build_services
-from server.settings import from_env
-from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic
+from tests.conftest import ORIGIN, Clinic, PrivateRedis, make_clinic, settings_for_tests
 from tests.realtime.cluster_client import Peer, check_consistent, check_stream
 from tests.realtime.cluster_nodes import (
     ServeProcess,
@@ -39,8 +38,9 @@ class Seeded:
 
 async def seed(database_url: str, master_key: bytes) -> Seeded:
     """A clinic made through the services on the nodes' database, and a patient session."""
-    services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 allowed_origins=[ORIGIN]), master_key,
+                              notifier=Offline())
     try:
         clinic = await make_clinic(services)
         return Seeded(clinic, await patient_cookie(services, clinic))

@@ -11,16 +11,16 @@ from websockets.exceptions import InvalidStatus
 from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import CreatePatientRequest
-from server.settings import Settings, from_env
+from server.settings import Settings
 from server.store import sessions as session_store
-from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic, settings_for_tests
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, staff_cookie
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, ws_session_check_seconds=0.2)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, ws_session_check_seconds=0.2)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 import websockets
 
 from server.clock import FakeClock
-from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
+from server.settings import Settings
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic, settings_for_tests
 from tests.realtime.wsclient import connect, patient_cookie, serve, staff_cookie, ws_url
 
 BODY = "x" * 9_000  # ~9 KB message frames
@@ -23,9 +23,9 @@ SMALL_BUFFER = 16 * 1024
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, ws_outbox_frames=50,
-                    ws_rate_per_second=1000, ws_rate_burst=1000)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, ws_outbox_frames=50,
+                              ws_rate_per_second=1000, ws_rate_burst=1000)
 
 
 async def _small_buffer_socket(url: str) -> socket.socket:

@@ -19,8 +19,8 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from server.clock import FakeClock
-from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
+from server.settings import Settings
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic, settings_for_tests
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, serve, staff_cookie
 
 MAX_FRAME = 64 * 1024
@@ -35,8 +35,8 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def settings(database_url: str, overrides: dict[str, Any]) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, **overrides)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, **overrides)
 
 
 # --- strategies: frames that are wrong by construction -----------------------------------

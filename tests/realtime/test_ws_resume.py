@@ -13,16 +13,16 @@ from server.audit import SYSTEM
 from server.clock import FakeClock
 from server.protocol import Sender, SendRequest
 from server.runtime import Services
-from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic
+from server.settings import Settings
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic, settings_for_tests
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, serve, staff_cookie
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, ws_rate_per_second=1000,
-                    ws_rate_burst=1000)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, ws_rate_per_second=1000,
+                              ws_rate_burst=1000)
 
 
 async def store(services: Services, clinic: Clinic, count: int, prefix: str = "h") -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from server.settings import Settings, from_env
-from tests.conftest import ORIGIN, Clinic, RunningServer
+from server.settings import Settings
+from tests.conftest import ORIGIN, Clinic, RunningServer, settings_for_tests
 from tests.realtime.wsclient import WSClient, connect, patient_cookie, staff_cookie
 
 # SMS go to a Twilio that does not answer, so they stay `queued` (retried later): any
@@ -27,8 +27,8 @@ def overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def settings(database_url: str, overrides: dict[str, Any]) -> Settings:
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, **overrides)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, **overrides)
 
 
 async def subscribed(ws: WSClient, conversation: str, ref: str = "sub",

@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -28,7 +27,6 @@ from hypothesis import HealthCheck, settings
 from server.clock import SystemClock
 from server.notify import Offline
 from server.runtime import Services, build_services
-from server.settings import from_env
 from tests.conftest import (
     IN_CI,
     ORIGIN,
@@ -36,6 +34,7 @@ from tests.conftest import (
     RunningServer,
     clear_sign_in_counters,
     make_clinic,
+    settings_for_tests,
 )
 from tests.patient.support import new_link
 from tests.realtime.cluster_nodes import ServeProcess, login_cookie, node_env
@@ -186,7 +185,7 @@ async def _seed(database_url: str, master_key: bytes
                 ) -> tuple[Services, Clinic, str, Clinic, str]:
     """Two clinics made through the services (as every test makes them), a patient
     session in the first one's conversation, and a link for the second one's patient."""
-    settings = from_env({}, database_url=database_url, allowed_origins=[ORIGIN])
+    settings = settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN])
     services = build_services(settings, master_key, SystemClock(), notifier=Offline())
     phone = new_phone()
     clinic = await make_clinic(services, phone=phone)
@@ -222,51 +221,41 @@ def fuzz_node(database_url: str, redis_url: str, master_key: bytes, name: str,
 
 
 Job = Callable[[], int]  # runs one entry point's fuzzing; returns the examples it ran
+# A fuzz test's rate line travels in its report under this name (tests/security/conftest.py
+# prints them all at the end, from the test process or from every xdist worker's).
+RATE = "fuzz rate"
 
 
-@dataclass
-class Outcome:
-    """How one entry point's fuzzing ended: its failure (None: passed) and its rate."""
+def run_fuzz(node: FuzzNode, name: str, job: Job, request: pytest.FixtureRequest) -> None:
+    """Run one entry point's fuzzing here, in the test's own thread, then check that the
+    node survived it (lives, answers ``/healthz``, logged no error). Its line (examples,
+    seconds, examples/s) is kept in the test's report.
 
-    error: BaseException | None
-    line: str
+    Never side by side in threads: hypothesis sets the interpreter-wide recursion limit
+    around every example, and on CPython 3.11 a thread that is past a limit another
+    thread just lowered (these inputs nest to the limit on purpose) can end the whole
+    process with "Fatal Python error: Cannot recover from stack overflow" (SIGABRT);
+    the ``ast`` module's state is shared by threads as well (a spurious
+    ``SystemError: AST constructor recursion depth mismatch`` from hypothesis's own
+    parsing). Entry points run in parallel as separate tests under pytest-xdist instead,
+    each worker with a node of its own.
 
-
-def run_phases(node: FuzzNode, phases: list[dict[str, Job]], config: pytest.Config,
-               workers: int = 3) -> dict[str, Outcome]:
-    """Run each phase's jobs side by side, phase after phase, then check that the node
-    survived them all (key ``"node"``). Side by side, hypothesis draws one entry point's
-    next input while the node answers another's: one at a time, each side idles while
-    the other works. Each job's line (examples, seconds, examples/s) goes to the
-    terminal, capture or not."""
-    outcomes: dict[str, Outcome] = {}
+    Raises:
+        The fuzzing's failure (hypothesis's falsifying example), or AssertionError when
+        fewer than EXAMPLES ran or the node did not survive.
+    """
     mark = node.log_mark()
-    for phase in phases:
-        with ThreadPoolExecutor(workers) as pool:
-            futures = {name: pool.submit(_timed, name, job) for name, job in phase.items()}
-        outcomes.update({name: future.result() for name, future in futures.items()})
-    try:
-        node.assert_survived(mark)
-        outcomes["node"] = Outcome(None, "")
-    except AssertionError as exc:
-        outcomes["node"] = Outcome(exc, "")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
-        for name, outcome in outcomes.items():
-            if outcome.line:
-                reporter.write_line(f"fuzz {name}: {outcome.line}")
-    return outcomes
-
-
-def _timed(name: str, job: Job) -> Outcome:
     started = time.perf_counter()
     try:
         count = job()
-    except BaseException as exc:  # reported by the entry point's own test
-        return Outcome(exc, f"failed after {time.perf_counter() - started:.1f}s")
+    except BaseException:
+        _record(request, name, f"failed after {time.perf_counter() - started:.1f}s")
+        raise
     elapsed = time.perf_counter() - started
-    line = f"{count} examples in {elapsed:.1f}s ({count / elapsed:.0f}/s)"
-    if count < EXAMPLES:
-        return Outcome(AssertionError(f"{name}: only {count} examples ran"), line)
-    return Outcome(None, line)
+    _record(request, name, f"{count} examples in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
+    assert count >= EXAMPLES, f"{name}: only {count} examples ran"
+    node.assert_survived(mark)
 
+
+def _record(request: pytest.FixtureRequest, name: str, line: str) -> None:
+    request.node.user_properties.append((RATE, f"fuzz {name}: {line}"))

@@ -10,8 +10,7 @@ from typing import Any
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from server.app import create_app
-from server.settings import from_env
-from tests.conftest import ORIGIN
+from tests.conftest import ORIGIN, settings_for_tests
 
 # Routes exist per configuration: the simulator's phone page only in demo mode, Twilio's
 # webhooks only with SMS_PROVIDER=twilio.
@@ -25,8 +24,8 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def app_for(config: str) -> Any:
-    settings = from_env({}, database_url="sqlite:///unused.db", allowed_origins=[ORIGIN],
-                        **CONFIGS[config])
+    settings = settings_for_tests(database_url="sqlite:///unused.db", allowed_origins=[ORIGIN],
+                                  **CONFIGS[config])
     return create_app(settings, b"\0" * 32)  # not started: only its route table is read
 
 

@@ -21,9 +21,9 @@ from server.audit import AuditEntry
 from server.clock import FakeClock
 from server.notify import Offline
 from server.runtime import Services, build_services
-from server.settings import from_env
 from server.store import migrate
 from server.store.tables import audit_heads, audit_log
+from tests.conftest import settings_for_tests
 from tests.test_audit_store import as_attacker, audit_verify, make_traffic, stream_rows
 
 
@@ -34,7 +34,7 @@ async def private(tmp_path: Path, master_key: bytes, clock: FakeClock
     MAC does not depend on the backend: SQLite only (test_audit_store.py runs both)."""
     url = f"sqlite:///{tmp_path / 'audit.db'}"
     await asyncio.to_thread(migrate.upgrade, url)
-    services = build_services(from_env({}, database_url=url, password_hash_concurrency=2),
+    services = build_services(settings_for_tests(database_url=url, password_hash_concurrency=2),
                               master_key, clock, notifier=Offline())
     yield services, url
     await services.db.close()

@@ -23,10 +23,9 @@ from server.audit_upgrade import ANCHOR_ACTION, MARKER_ACTION, anchor_legacy
 from server.clock import FakeClock
 from server.crypto import MasterKey
 from server.runtime import Services
-from server.settings import from_env
 from server.store import audit_log as audit_store
 from server.store.tables import audit_heads, audit_log
-from tests.conftest import Clinic, make_clinic
+from tests.conftest import Clinic, make_clinic, settings_for_tests
 from tests.serving import serve_app
 from tests.test_audit_store import (  # noqa: F401 - private_url/private_services are fixtures
     as_attacker,
@@ -53,7 +52,7 @@ async def legacy(private_services: Services,  # noqa: F811
 async def start_nodes(url: str, master_key: bytes, clock: FakeClock, count: int = 1) -> None:
     """Start ``count`` nodes of this build on the store at once (their lifespans run the
     upgrade concurrently), then stop them."""
-    settings = from_env({}, database_url=url, password_hash_concurrency=2)
+    settings = settings_for_tests(database_url=url, password_hash_concurrency=2)
     apps = [create_app(settings, master_key, clock=clock) for _ in range(count)]
 
     async def run(app) -> None:

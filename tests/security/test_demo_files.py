@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest import tether
 from loadtest.nodes import free_port
 from tests.cli import TIMEOUT, clean_env
 from tests.test_cli import drain, next_line
@@ -29,8 +30,9 @@ def mode(path: Path) -> int:
 async def run_demo_until_started(cwd: Path) -> None:
     """``securechat demo`` under umask 022, from start-up to a graceful stop."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "demo", "--port", str(free_port()), cwd=cwd,
-        env=clean_env(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        *tether.command(sys.executable, "-m", "server", "demo", "--port", str(free_port())),
+        cwd=cwd, env=clean_env(), pass_fds=tether.pass_fds(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, preexec_fn=lambda: os.umask(0o022))
     out: list[str] = []
     err: list[str] = []

@@ -30,9 +30,8 @@ from tests.security.fuzz_support import (
     FUZZ,
     FuzzNode,
     Job,
-    Outcome,
     fuzz_node,
-    run_phases,
+    run_fuzz,
 )
 from tests.security.fuzz_values import ids, ints, json_values, long_text, shaped, text
 
@@ -234,33 +233,23 @@ def job(node: FuzzNode, strategy: st.SearchStrategy[str | bytes], n: int) -> Job
     return run
 
 
-# Subscribing replays the thread, which the ``send`` fuzzing grows: subscribe first.
-PHASES = [["ping", "subscribe", "unsubscribe", "typing"], ["send", "read", "raw"]]
-KINDS = [kind for phase in PHASES for kind in phase]
-
-
-@pytest.fixture(scope="module")
-def outcomes(node: FuzzNode, pytestconfig: pytest.Config) -> dict[str, Outcome]:
-    def strategy(kind: str) -> st.SearchStrategy[str | bytes]:
-        return raw_frames if kind == "raw" else frames(kind, node)
-
-    phases = [{f"ws {kind}": job(node, strategy(kind), KINDS.index(kind)) for kind in phase}
-              for phase in PHASES]
-    return run_phases(node, phases, pytestconfig)
+# In this order (a test process runs its share in collection order): subscribing replays
+# the thread, which the ``send`` fuzzing grows, so subscribe comes before send.
+KINDS = ["ping", "subscribe", "unsubscribe", "typing", "send", "read", "raw"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_fuzz_frame_type(outcomes: dict[str, Outcome], kind: str) -> None:
+def test_fuzz_frame_type(node: FuzzNode, kind: str, request: pytest.FixtureRequest) -> None:
     """2,000 fuzzed frames: documented answers only, ``invalid_frame`` where the
-    contract says so, and the sockets still work."""
-    if outcomes[f"ws {kind}"].error is not None:
-        raise outcomes[f"ws {kind}"].error
+    contract says so, and the sockets still work; the node survives them."""
+    strategy = raw_frames if kind == "raw" else frames(kind, node)
+    run_fuzz(node, f"ws {kind}", job(node, strategy, KINDS.index(kind)), request)
 
 
-def test_node_survived_the_fuzzing(outcomes: dict[str, Outcome]) -> None:
-    """The process lives, answers /healthz 200, and logged no error."""
-    if outcomes["node"].error is not None:
-        raise outcomes["node"].error
+def test_node_survived_the_fuzzing(node: FuzzNode) -> None:
+    """The process lives, answers /healthz 200, and logged no error (over everything
+    this test process fuzzed on it)."""
+    node.assert_survived(0)
 
 
 def test_every_client_frame_type_is_fuzzed() -> None:

@@ -26,8 +26,7 @@ import pytest
 from loadtest.nodes import private_postgres
 from server.notify import Offline
 from server.runtime import build_services
-from server.settings import from_env
-from tests.conftest import ORIGIN, PASSWORD, PG_ADMIN_URL, PrivateRedis
+from tests.conftest import ORIGIN, PASSWORD, PG_ADMIN_URL, PrivateRedis, settings_for_tests
 from tests.ops.support import METRICS_TOKEN
 from tests.realtime.cluster_nodes import ServeProcess, login_cookie, node_env, serve_processes
 from tests.realtime.wsclient import WSClient, connect
@@ -87,8 +86,9 @@ async def seed(database_url: str, master_key: bytes) -> tuple[str, str, str]:
     an admin and a staff member (no patient: staff create it over the API). Returns
     (admin email, staff email, the clinic's number)."""
     clinic_number = new_phone()
-    services = build_services(from_env({}, database_url=database_url,
-                                       allowed_origins=[ORIGIN]), master_key, notifier=Offline())
+    services = build_services(settings_for_tests(database_url=database_url,
+                                                 allowed_origins=[ORIGIN]), master_key,
+                              notifier=Offline())
     try:
         account_id, _ = await services.accounts.ensure_account(
             "Canary Clinic", portal_active=True, sms_number=clinic_number)

@@ -37,7 +37,7 @@ from server.settings import Settings
 from server.sms.twilio import TwilioProvider
 from server.store.tables import messages, patients, sms_outbox
 from server.web.context import app_runtime
-from tests.conftest import Clinic, RunningServer, make_clinic
+from tests.conftest import ORIGIN, Clinic, RunningServer, make_clinic, settings_for_tests
 from tests.serving import serve_app
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -220,16 +220,13 @@ class _Forever(deque):
 
 
 def twilio_settings(database_url: str, fake: FakeTwilio, **overrides: Any) -> Settings:
-    from server.settings import from_env
-    from tests.conftest import ORIGIN
-
     values: dict[str, Any] = {
         "database_url": database_url, "allowed_origins": [ORIGIN],
         "password_hash_concurrency": 2, "public_url": PUBLIC_URL, "sms_provider": "twilio",
         "twilio_account_sid": ACCOUNT_SID, "twilio_auth_token": AUTH_TOKEN,
         "twilio_from": TWILIO_FROM, "twilio_api_base": fake.url}
     values.update(overrides)
-    return from_env({}, **values)
+    return settings_for_tests(**values)
 
 
 def manual_worker(services: Services, settings: Settings, fake: FakeTwilio,

@@ -10,9 +10,9 @@ import secrets
 import pytest
 
 from server.clock import FakeClock
-from server.settings import Settings, from_env
+from server.settings import Settings
 from server.web.context import app_runtime
-from tests.conftest import ORIGIN
+from tests.conftest import ORIGIN, settings_for_tests
 from tests.sms.support import (
     INBOUND_PATH,
     PUBLIC_URL,
@@ -32,8 +32,8 @@ from tests.sms.support import (
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     """`securechat demo`: the simulator, dev pages on."""
-    return from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                    password_hash_concurrency=2, public_url=PUBLIC_URL, demo=True)
+    return settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                              password_hash_concurrency=2, public_url=PUBLIC_URL, demo=True)
 
 
 async def phone_page(node: Node) -> str:
@@ -112,8 +112,8 @@ async def test_dev_pages_and_webhooks_follow_the_mode(
         response = await client.post(INBOUND_PATH, data=params, headers={
             "X-Twilio-Signature": signature(INBOUND_PATH, params)})
         assert response.status_code == 404
-    plain = from_env({}, database_url=database_url, allowed_origins=[ORIGIN],
-                     password_hash_concurrency=2, public_url=PUBLIC_URL)
+    plain = settings_for_tests(database_url=database_url, allowed_origins=[ORIGIN],
+                               password_hash_concurrency=2, public_url=PUBLIC_URL)
     async with run_node(plain, master_key, clock) as other, other.client() as client:
         assert (await client.get("/dev/phone")).status_code == 404
         response = await client.post("/dev/phone/reply", headers={"Origin": ORIGIN},
