@@ -33,7 +33,7 @@ from server.realtime.node import Node
 from server.services.accounts import Accounts
 from server.services.audit_records import AuditRecords
 from server.services.inbound_sms import InboundSms
-from server.services.links import SecureLinks
+from server.services.links import LinkMint, SecureLinks
 from server.services.messaging import Messaging
 from server.services.patients import Patients
 from server.services.sending import Sending
@@ -71,6 +71,7 @@ class Services:
     messaging: Messaging
     patient_sessions: PatientSessions
     sms_outbox: SmsOutbox
+    link_mint: LinkMint
     streams: Streams
     audit_records: AuditRecords
 
@@ -84,14 +85,16 @@ def build_services(settings: Settings, master_key: bytes, clock: Clock | None = 
     keyring = KeyRing(master, clock, settings.key_refresh_seconds)
     hashing = PasswordHashing.from_settings(settings)
     patients = Patients(db, keyring, clock, settings.default_region, notifier)
-    sms_outbox = SmsOutbox(keyring, clock, settings.public_url, settings.notify_window_seconds)
+    sms_outbox = SmsOutbox(keyring, clock, settings.notify_window_seconds)
+    link_mint = LinkMint(settings.public_url)
     return Services(
         settings=settings, clock=clock, db=db, metrics=metrics or Metrics(), keyring=keyring,
         hashing=hashing, auth=StaffAuth(db, clock, settings, hashing, master, notifier),
         accounts=Accounts(db, keyring, clock, hashing, notifier, settings.default_region,
                           reserved_numbers(settings)),
         patients=patients,
-        messaging=Messaging(db, keyring, clock, sms_outbox),
+        messaging=Messaging(db, keyring, clock, sms_outbox, link_mint),
+        link_mint=link_mint,
         sms_outbox=sms_outbox,
         patient_sessions=PatientSessions(db, clock, settings, notifier),
         streams=Streams(db, keyring, clock, patients),
@@ -188,7 +191,8 @@ class Runtime:
                 patients=services.patients, default_region=settings.default_region,
                 notifier=notifier, shared_number=shared_number(settings)),
             links=SecureLinks(db=services.db, keyring=services.keyring, clock=services.clock,
-                              sms=services.sms_outbox, sessions=services.patient_sessions,
+                              sms=services.sms_outbox, mint=services.link_mint,
+                              sessions=services.patient_sessions,
                               notifier=notifier),
             frames=FrameHandler(node, services.streams, sending, services.clock, metrics),
             ws_addresses=AddressLimit(settings.ws_max_per_address),

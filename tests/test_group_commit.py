@@ -200,7 +200,7 @@ async def test_a_store_failure_fails_the_batch_and_a_resend_stores_each_once(
     message exactly once, with gapless seqs and a valid audit chain."""
     flaky = FailingCommits(services, failures=1)
     messaging = Messaging(flaky, services.keyring, services.clock,  # type: ignore[arg-type]
-                          services.sms_outbox)
+                          services.sms_outbox, services.link_mint)
     published: list[int] = []
     sender, actor = staff(clinic)
 

@@ -71,7 +71,8 @@ async def quiet_clinic(told_services: Services, told: RecordingNotifier) -> Clin
 
 def links(services: Services, told: RecordingNotifier) -> SecureLinks:
     return SecureLinks(db=services.db, keyring=services.keyring, clock=services.clock,
-                       sms=services.sms_outbox, sessions=services.patient_sessions,
+                       sms=services.sms_outbox, mint=services.link_mint,
+                       sessions=services.patient_sessions,
                        notifier=told)
 
 

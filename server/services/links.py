@@ -27,7 +27,8 @@ from __future__ import annotations
 import enum
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -43,6 +44,7 @@ from server.store import links as link_store
 from server.store import messages as message_store
 from server.store import patients as patient_store
 from server.store import sessions as session_store
+from server.store import sms as sms_store
 from server.store.db import Database
 
 MAX_FAILURES = 5  # issue 5: five wrong tries lock the link
@@ -72,9 +74,27 @@ class CodeSent(msgspec.Struct, frozen=True):
 token_hash = crypto.token_digest  # what the store keeps of a link's token
 
 
+class LinkMint:
+    """Minting a secure link: its 256-bit token travels only in the URL; the row to store
+    holds the token's hash (docs/security.md "Secure links and the patient's check")."""
+
+    def __init__(self, public_url: str) -> None:
+        self._public_url = public_url.rstrip("/")
+
+    def mint(self, account_id: str, conversation_id: str, ttl_hours: int, now: datetime
+             ) -> tuple[str, dict[str, Any]]:
+        """A new link's URL (holding the token) and its row (holding only the hash).
+        Storing it revokes the conversation's older unverified links."""
+        token, token_hash = crypto.bearer_token()
+        return f"{self._public_url}/s/{token}", dict(
+            token_hash=token_hash, account_id=account_id, conversation_id=conversation_id,
+            created_at=now, expires_at=now + timedelta(hours=ttl_hours))
+
+
 class SecureLinks:
     def __init__(self, *, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox,
-                 sessions: PatientSessions, notifier: Notifier) -> None:
+                 mint: LinkMint, sessions: PatientSessions, notifier: Notifier) -> None:
+        self._mint = mint
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -271,9 +291,9 @@ class SecureLinks:
                                f"{MAX_RESENDS_PER_HOUR} new links were sent in the last "
                                "hour; try again later",
                                retry_after_ms=max(1000, int(wait.total_seconds() * 1000)))
-            url = await self._sms.new_link(conn, account_id, conversation_id,
-                                           convo["secure_link_ttl_hours"], now,
-                                           resent_by=staff_id)
+            url, link = self._mint.mint(account_id, conversation_id,
+                                        convo["secure_link_ttl_hours"], now)
+            await sms_store.insert_link(conn, **link, resent_by=staff_id)
             await link_store.reset_failures(conn, conversation_id)
             await self._sms.queue(conn, account_id=account_id,
                                   conversation_id=conversation_id,

@@ -22,6 +22,7 @@ from server.clock import Clock, rfc3339
 from server.errors import AppError, ErrorCode, invalid, not_found
 from server.keys import KeyRing
 from server.protocol import HistoryPage, Message, MessageStatus, Sender, SendRequest
+from server.services.links import LinkMint
 from server.services.message_bodies import BodyPlace, MessageBodies, message_from_row
 from server.services.opt_out import OptOutChange, set_opt_out
 from server.services.sms_outbox import HELP_REPLY, SmsOutbox
@@ -77,7 +78,8 @@ class _Resend(msgspec.Struct, frozen=True):
 
 class Messaging:
     def __init__(self, db: Database, keyring: KeyRing, clock: Clock, sms: SmsOutbox,
-                 *, window_seconds: float = 0.0) -> None:
+                 mint: LinkMint, *, window_seconds: float = 0.0) -> None:
+        self._mint = mint
         self._db = db
         self._keyring = keyring
         self._clock = clock
@@ -218,8 +220,8 @@ class Messaging:
                 opted_out=convo["opted_out"], notified_at=convo["notified_at"],
                 notified_seq=convo["notified_seq"],
                 read_seq=convo["patient_read_seq"] or 0, now=now):
-            url, notify_link = self._sms.link_row(account_id, item.conversation_id,
-                                                  convo["secure_link_ttl_hours"], now)
+            url, notify_link = self._mint.mint(account_id, item.conversation_id,
+                                               convo["secure_link_ttl_hours"], now)
             extra.append(await self._sms.outbox_row(
                 conn, account_id=account_id, conversation_id=item.conversation_id,
                 patient_id=convo["patient_id"], message_id=message_id, kind="notification",

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server import crypto
 from server.clock import Clock
 from server.keys import KeyRing
 from server.store import sms as sms_store
@@ -31,11 +30,9 @@ def outbox_context(account_id: str, ref: str) -> str:
 
 
 class SmsOutbox:
-    def __init__(self, keyring: KeyRing, clock: Clock, public_url: str,
-                 notify_window_seconds: int) -> None:
+    def __init__(self, keyring: KeyRing, clock: Clock, notify_window_seconds: int) -> None:
         self._keyring = keyring
         self._clock = clock
-        self._public_url = public_url.rstrip("/")
         self._window = timedelta(seconds=notify_window_seconds)
 
     async def queue(self, conn: AsyncConnection, *, account_id: str, conversation_id: str,
@@ -70,21 +67,3 @@ class SmsOutbox:
     def notification_text(clinic_name: str, url: str) -> str:
         return NOTIFICATION.format(clinic=clinic_name, url=url)
 
-    async def new_link(self, conn: AsyncConnection, account_id: str, conversation_id: str,
-                       ttl_hours: int, now: datetime, *, resent_by: str | None = None
-                       ) -> str:
-        """A secure link for the conversation; only its hash is stored. It revokes the
-        conversation's older unverified links. ``resent_by``: the staff member whose
-        "Send a new link" asked for it."""
-        url, row = self.link_row(account_id, conversation_id, ttl_hours, now)
-        await sms_store.insert_link(conn, **row, resent_by=resent_by)
-        return url
-
-    def link_row(self, account_id: str, conversation_id: str, ttl_hours: int,
-                 now: datetime) -> tuple[str, dict[str, Any]]:
-        """A new secure link's URL (holding the token) and the row to store (holding
-        only its hash)."""
-        token, token_hash = crypto.bearer_token()
-        return f"{self._public_url}/s/{token}", dict(
-            token_hash=token_hash, account_id=account_id, conversation_id=conversation_id,
-            created_at=now, expires_at=now + timedelta(hours=ttl_hours))

@@ -18,6 +18,7 @@ from server.app import create_app
 from server.clock import FakeClock
 from server.services.sms_outbox import outbox_context
 from server.settings import Settings
+from server.store import sms as sms_store
 from server.store.tables import accounts, secure_links, sessions, sms_outbox
 from server.web.context import app_runtime
 from tests.conftest import ORIGIN, Clinic, RunningServer, settings_for_tests
@@ -81,10 +82,10 @@ async def new_link(node: Node, clinic: Clinic, ttl_hours: int = 72) -> str:
     """A fresh link for the clinic's conversation, minted as the notification SMS mints
     it (only its hash is stored); returns the token."""
     services = node.services
+    url, row = services.link_mint.mint(clinic.account_id, clinic.conversation_id, ttl_hours,
+                                       services.clock.now())
     async with services.db.write() as conn:
-        url = await services.sms_outbox.new_link(conn, clinic.account_id,
-                                                 clinic.conversation_id, ttl_hours,
-                                                 services.clock.now())
+        await sms_store.insert_link(conn, **row)
     return url.rsplit("/s/", 1)[1]
 
 
