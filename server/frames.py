@@ -61,6 +61,17 @@ class FrameHandler:
         self._clock = clock
         self._metrics = metrics
 
+    async def opened(self, conn: Connection) -> None:
+        """An authenticated socket joins this node's hub (a failed attach is undone)."""
+        await self._node.hub.attach(conn)
+
+    async def closed(self, conn: Connection) -> None:
+        await self._node.hub.detach(conn)
+
+    def written(self, delivered_ids: list[str]) -> None:
+        """Secure messages now on the patient's socket: marked ``delivered``."""
+        self._node.delivered(delivered_ids)
+
     async def handle(self, conn: Connection, text: str, ip: str | None) -> None:
         frame, problem = _decode(text)
         # Every frame spends a token, a refused one too: a flood of garbage is limited

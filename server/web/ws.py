@@ -24,11 +24,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from server.auth import StaffPrincipal
 from server.errors import AppError, ErrorCode
+from server.frames import FrameHandler
 from server.patient_auth import PatientPrincipal
 from server.protocol import AccountInfo, CloseCode, Ready, User, encode
 from server.realtime.connection import Connection
 from server.realtime.limits import TokenBucket
-from server.realtime.node import Node
 from server.realtime.outbox import Outbox
 from server.web import cookies
 from server.web.context import runtime
@@ -45,7 +45,7 @@ CLOSE_TIMEOUT = 10.0
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     running = runtime(websocket)
-    services, node, frames = running.services, running.node, running.frames
+    services, frames = running.services, running.frames
     settings = services.settings
     if not host_allowed(dict(websocket.scope["headers"]), settings.hosts):
         await _deny(websocket, host_refused(), settings.secure_cookies)
@@ -73,15 +73,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         _release_handshake(websocket)
         conn = await _connection(services, who, settings)
         try:
-            await node.hub.attach(conn)  # inside: a failed attach is undone too
+            await frames.opened(conn)  # inside: a failed attach is undone too
             reader = asyncio.create_task(_read(websocket, conn, frames, ip))
             try:
-                await _write(websocket, conn, node)
+                await _write(websocket, conn, frames)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
         finally:
-            await node.hub.detach(conn)
+            await frames.closed(conn)
             if conn.close_code is not None:
                 services.metrics.ws_closes.labels(str(conn.close_code)).inc()
     finally:
@@ -161,14 +161,14 @@ async def _read(websocket: WebSocket, conn: Connection, frames, ip: str | None) 
         conn.outbox.close()
 
 
-async def _write(websocket: WebSocket, conn: Connection, node: Node) -> None:
+async def _write(websocket: WebSocket, conn: Connection, frames: FrameHandler) -> None:
     """Drain the outbox until it closes; then flush what is still queued (nothing, after
     an overflow) and close the socket, taking at most ``CLOSE_TIMEOUT`` for that."""
     try:
-        while not conn.outbox.done and await _write_some(websocket, conn, node):
+        while not conn.outbox.done and await _write_some(websocket, conn, frames):
             pass
         async with asyncio.timeout(CLOSE_TIMEOUT):
-            while await _write_some(websocket, conn, node):
+            while await _write_some(websocket, conn, frames):
                 pass
             if conn.close_code is not None:
                 await websocket.close(code=conn.close_code, reason=conn.close_reason)
@@ -176,7 +176,8 @@ async def _write(websocket: WebSocket, conn: Connection, node: Node) -> None:
         pass
 
 
-async def _write_some(websocket: WebSocket, conn: Connection, node: Node) -> bool:
+async def _write_some(websocket: WebSocket, conn: Connection, frames: FrameHandler
+                      ) -> bool:
     """Write what is queued (waiting for some); False once there is nothing more."""
     items = await conn.outbox.take()
     if not items:
@@ -187,7 +188,7 @@ async def _write_some(websocket: WebSocket, conn: Connection, node: Node) -> boo
         if delivered_id is not None:
             delivered.append(delivered_id)
     if delivered:
-        node.delivered(delivered)
+        frames.written(delivered)
     return True
 
 
